@@ -1,0 +1,129 @@
+"""The one interface every replication core implements, modelled on etcd's raft ``Node``.
+
+A driver (the asyncio server, or the simulator) feeds a core three kinds of input:
+
+- ``propose(command, request_id, now_ms)`` — a client command (read or write);
+- ``step(message, now_ms)`` — a message from a peer;
+- ``tick(now_ms)`` — time passed (call it at ``Ready.deadline_ms`` at the latest);
+
+and drains its output with ``ready()``, which returns a ``Ready``. The driver carries a ``Ready``
+out in this order and then calls ``advance(ready)``:
+
+1. persist ``writes``, in order, in one transaction (fsync'd where the node promises durability);
+2. send ``messages`` to peers;
+3. send ``replies`` to clients, by request id;
+4. record ``notes`` (logs, metrics, history);
+5. schedule ``tick`` no later than ``deadline_ms``.
+
+Only one ``Ready`` is outstanding at a time: the driver calls ``ready()`` again only after it
+called ``advance`` on the previous one. Proposals keep arriving meanwhile, so everything that
+queued up during one fsync is persisted by the next in a single transaction — that is the group
+commit, and the batch grows with the load.
+
+``now_ms`` is the node's wall clock in milliseconds; the driver guarantees it never goes
+backwards. It decides expiry (stored as absolute times) and timeouts.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from chorusdb.core.model import Position, RecoveredState, Write
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCommand:
+    """A command as the client sent it: upper-cased name and raw argument bytes."""
+
+    name: bytes
+    args: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientReply:
+    """The reply to the proposal that carried ``request_id`` (a value from ``core.replies``)."""
+
+    request_id: int
+    value: object
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A note that a rare code path ran (``Probe("torn_record_recovered")``); the simulator
+    counts them so CI can insist that the rare paths were exercised."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """The writes up to ``position`` are acknowledged to clients (emitted only when the core's
+    config asks for history notes: the simulator uses it to attribute losses)."""
+
+    position: Position
+
+
+@dataclass(frozen=True, slots=True)
+class WriteAcknowledged:
+    """The write proposed with ``request_id`` was acknowledged at ``position`` (history notes
+    only, see ``Committed``)."""
+
+    request_id: int
+    position: Position
+
+
+NO_DEADLINE = -1
+
+
+@dataclass(slots=True)
+class Ready:
+    """What the core wants done; see the module docstring for the order of execution."""
+
+    writes: list[Write] = field(default_factory=list)
+    messages: list[object] = field(default_factory=list)
+    replies: list[ClientReply] = field(default_factory=list)
+    notes: list[object] = field(default_factory=list)
+    deadline_ms: int = NO_DEADLINE
+
+    def is_empty(self) -> bool:
+        return not (self.writes or self.messages or self.replies or self.notes)
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    """What every core needs to know about its node and cluster.
+
+    ``members`` lists every member id, this node included, in configuration order. ``bugs``
+    switches on known defects by name (simulator and chaos demonstrations only); each core lists
+    the ones it has in ``KNOWN_BUGS``. ``history_notes`` adds per-write notes for checkers.
+    """
+
+    node_id: str
+    members: tuple[str, ...]
+    bugs: frozenset[str] = frozenset()
+    history_notes: bool = False
+
+
+class Core(Protocol):
+    """The interface of every replication mode; the drivers know nothing else about a core."""
+
+    mode: str
+
+    def __init__(self, config: CoreConfig, recovered: RecoveredState, rng: random.Random,
+                 now_ms: int) -> None: ...
+
+    def propose(self, command: ClientCommand, request_id: int, now_ms: int) -> None: ...
+
+    def step(self, message: object, now_ms: int) -> None: ...
+
+    def tick(self, now_ms: int) -> None: ...
+
+    def has_ready(self) -> bool: ...
+
+    def ready(self) -> Ready: ...
+
+    def advance(self, ready: Ready) -> None: ...
+
+    def status(self) -> dict: ...

@@ -1,0 +1,175 @@
+"""The values every mode shares: positions, stored records, logical effects and log entries.
+
+Effects are *logical*: the resulting change, never the command that asked for it. ``INCR`` is
+replicated as the value it produced and a TTL as an absolute expiry time, so replaying the log
+gives the same state on every node whatever its clock says (the warning about ``now()`` in
+statement-based replication).
+
+Writes are what the driver must persist, in order, in one transaction, before it sends the
+messages and replies of the same ``Ready``: the data rows a batch changed and the log entries
+that explain the change commit together, so the log and the data never disagree after a crash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class Kind(IntEnum):
+    """The type of a stored value (Redis's TYPE)."""
+
+    STRING = 0
+    LIST = 1
+
+
+NO_EXPIRY = 0
+"""``expire_at_ms`` of a record that never expires."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Position:
+    """A place in the replication log: ``(epoch, index)``, ordered as a tuple.
+
+    ``index`` counts entries from 1 and never repeats on a node, across restarts too; ``epoch``
+    is the leader term in leader mode and stays 0 where there is no leader.
+    """
+
+    epoch: int
+    index: int
+
+    def __str__(self) -> str:
+        return f"{self.epoch}:{self.index}"
+
+
+ZERO_POSITION = Position(0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One key's stored state. Immutable: a batch handed to storage never changes under it.
+
+    ``value`` is ``bytes`` for strings and a tuple of ``bytes`` for lists. ``expire_at_ms`` is an
+    absolute wall-clock time in milliseconds (``NO_EXPIRY`` for none). ``version`` is the log
+    index of the write that produced this state.
+    """
+
+    kind: Kind
+    value: bytes | tuple[bytes, ...]
+    expire_at_ms: int
+    version: int
+
+
+# --- logical effects (what the log carries) ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SetValue:
+    """The key now holds the string ``value`` (SET, INCR's result, APPEND's result, ...)."""
+
+    key: bytes
+    value: bytes
+    expire_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PushItems:
+    """``items`` were pushed, in this order, at the head (``left``) or tail of the list."""
+
+    key: bytes
+    items: tuple[bytes, ...]
+    left: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PopItems:
+    """``count`` items were removed from the head (``left``) or tail of the list."""
+
+    key: bytes
+    count: int
+    left: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteKeys:
+    """The keys no longer exist (DEL, and expired keys reclaimed)."""
+
+    keys: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SetExpiry:
+    """The key now expires at ``expire_at_ms`` (``NO_EXPIRY``: PERSIST)."""
+
+    key: bytes
+    expire_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class FlushAll:
+    """Every key was removed (FLUSHDB)."""
+
+
+Effect = SetValue | PushItems | PopItems | DeleteKeys | SetExpiry | FlushAll
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One entry of the replication log: where it stands and what it changed."""
+
+    position: Position
+    effect: Effect
+
+
+# --- writes (what the driver persists) ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PutRecord:
+    """Store ``record`` as the state of ``key`` (insert or replace the data row)."""
+
+    key: bytes
+    record: Record
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRecord:
+    """Remove the data row of ``key``."""
+
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClearRecords:
+    """Remove every data row."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEntry:
+    """Append ``entry`` to the replication log."""
+
+    entry: LogEntry
+
+
+@dataclass(frozen=True, slots=True)
+class PutMeta:
+    """Store a node metadata value (epoch, vote, identity, ...) under ``name``."""
+
+    name: str
+    value: int | str | bytes
+
+
+Write = PutRecord | DeleteRecord | ClearRecords | AppendEntry | PutMeta
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveredState:
+    """What a node finds on its disk at start: the input to every core's constructor.
+
+    ``last_position`` is the last log entry that survived (its CRC checked), ``ZERO_POSITION``
+    on a fresh node; ``records`` is the data at exactly that position.
+    """
+
+    records: dict[bytes, Record]
+    meta: dict[str, int | str | bytes]
+    last_position: Position
