@@ -16,7 +16,7 @@ RANKS = {
     "core": 1, "wire": 1,
     "storage": 2, "net": 2, "client": 2, "verify": 2,
     "server": 3, "sim": 3,
-    "cli": 4, "bench": 4, "__main__": 5,
+    "bench": 4, "cli": 5, "__main__": 6,
 }
 SANS_IO_PACKAGES = ("core", "wire")
 FORBIDDEN_IN_SANS_IO = {"asyncio", "socket", "sqlite3", "time", "os", "threading", "logging",

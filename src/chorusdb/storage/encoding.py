@@ -1,0 +1,201 @@
+"""The byte formats of storage: record values, log entries and the in-memory store's disk records.
+
+Everything is encoded with ``wire.codec.DataclassCodec`` (msgpack, one extension tag per type).
+The tags below are an **on-disk format**: a SQLite file or a snapshot written today must be read
+by every later version, so a tag is never reused for another type and a type whose fields change
+gets a new tag (the old one stays readable or the schema version moves).
+
+==== =================== ====================================================================
+tag  type                where it is stored
+==== =================== ====================================================================
+1    ``Position``        inside log entries and storage records
+2    ``Record``          inside ``PutRecord`` (in-memory store records)
+10   ``SetValue``        effect of a log entry
+11   ``PushItems``       effect of a log entry
+12   ``PopItems``        effect of a log entry
+13   ``DeleteKeys``      effect of a log entry
+14   ``SetExpiry``       effect of a log entry
+15   ``FlushAll``        effect of a log entry
+20   ``LogEntry``        the ``entry`` column of the SQLite ``log`` table
+30   ``PutRecord``       a write, in an in-memory store record
+31   ``DeleteRecord``    a write, in an in-memory store record
+32   ``ClearRecords``    a write, in an in-memory store record
+33   ``AppendEntry``     a write, in an in-memory store record
+34   ``PutMeta``         a write, in an in-memory store record
+40   ``TrimLog``         storage's own operation: log retention removed a prefix
+41   ``ResetStore``      storage's own operation: a snapshot replaced everything
+==== =================== ====================================================================
+
+Three formats are built from these:
+
+- **Record values** (the SQLite ``data.value`` column): a string is its bytes as they are; a list
+  is the msgpack array of its items. The kind is a column of its own, so the value needs no tag.
+- **Log entries** (the SQLite ``log`` table): the encoded ``LogEntry`` (position included) and a
+  CRC32C over exactly those bytes in the ``crc`` column. On read the CRC is checked, the bytes
+  are decoded and the decoded position must equal the row's ``(epoch, idx)``; any failure raises
+  ``CorruptRecord``, because a record that fails its check is an error, never data.
+- **Storage records** (the in-memory store's disk model, and its snapshot images): one record per
+  transaction, ``crc32c(payload)`` as 4 big-endian bytes followed by ``payload``, the encoded
+  tuple of the transaction's operations (writes, ``TrimLog``, ``ResetStore``). A record cut short
+  or with a flipped bit fails the CRC, which is how recovery finds a torn tail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import crc32c
+
+from chorusdb.core.model import (
+    AppendEntry,
+    ClearRecords,
+    DeleteKeys,
+    DeleteRecord,
+    FlushAll,
+    Kind,
+    LogEntry,
+    PopItems,
+    Position,
+    PushItems,
+    PutMeta,
+    PutRecord,
+    Record,
+    SetExpiry,
+    SetValue,
+)
+from chorusdb.wire.codec import CodecError, DataclassCodec
+
+crc_bytes = 4
+"""Length of the CRC32C that starts every storage record (big-endian)."""
+
+
+class CorruptRecord(Exception):
+    """A stored record failed its check (CRC, decoding or shape): an error, never data."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrimLog:
+    """Log retention removed every entry up to and including ``through``; the log now starts
+    after it, and ``through`` remains the last position when nothing follows it."""
+
+    through: Position
+
+
+@dataclass(frozen=True, slots=True)
+class ResetStore:
+    """Everything was replaced by a snapshot taken at ``position``: no data, no meta, an empty
+    log whose last position is ``position``. The snapshot's rows follow in the same record."""
+
+    position: Position
+
+
+STORAGE_TYPE_TAGS = MappingProxyType({
+    1: Position,
+    2: Record,
+    10: SetValue,
+    11: PushItems,
+    12: PopItems,
+    13: DeleteKeys,
+    14: SetExpiry,
+    15: FlushAll,
+    20: LogEntry,
+    30: PutRecord,
+    31: DeleteRecord,
+    32: ClearRecords,
+    33: AppendEntry,
+    34: PutMeta,
+    40: TrimLog,
+    41: ResetStore,
+})
+"""Tag -> type of every value storage encodes; see the table in the module docstring."""
+
+_codec = DataclassCodec(STORAGE_TYPE_TAGS)
+
+
+def checksum(data: bytes) -> int:
+    """CRC32C of ``data`` (an unsigned 32-bit int)."""
+    return crc32c.crc32c(data)
+
+
+# --- record values -------------------------------------------------------------------------------
+
+
+def encode_value(record: Record) -> bytes:
+    """The ``data.value`` column of ``record``: a string's bytes, or a list's msgpack array."""
+    if record.kind is Kind.STRING:
+        assert type(record.value) is bytes, record
+        return record.value
+    assert record.kind is Kind.LIST and type(record.value) is tuple, record
+    return _codec.encode(record.value)
+
+
+def decode_record(kind: int, value: bytes, expire_at_ms: int, version: int) -> Record:
+    """A ``Record`` from the columns of its data row; ``CorruptRecord`` if they do not form one."""
+    if kind == Kind.STRING and type(value) is bytes:
+        return Record(Kind.STRING, value, expire_at_ms, version)
+    if kind == Kind.LIST and type(value) is bytes:
+        try:
+            items = _codec.decode(value)
+        except CodecError as error:
+            raise CorruptRecord(f"list value does not decode: {error}") from error
+        if type(items) is tuple and all(type(item) is bytes for item in items):
+            return Record(Kind.LIST, items, expire_at_ms, version)
+    raise CorruptRecord(f"data row of kind {kind!r} holds {type(value).__name__} {value!r:.40}")
+
+
+# --- log entries ----------------------------------------------------------------------------------
+
+
+def encode_entry(entry: LogEntry) -> bytes:
+    """The ``log.entry`` column of ``entry``; its ``crc`` column is ``checksum`` of the result."""
+    return _codec.encode(entry)
+
+
+def decode_entry(position: Position, data: bytes, crc: int) -> LogEntry:
+    """The entry stored at ``position`` as ``data`` with checksum ``crc``, checked.
+
+    Raises ``CorruptRecord`` when the CRC does not match, the bytes do not decode to a
+    ``LogEntry``, or the entry claims another position than the row that holds it.
+    """
+    if type(data) is not bytes or checksum(data) != crc:
+        raise CorruptRecord(f"log entry {position}: CRC32C mismatch")
+    try:
+        entry = _codec.decode(data)
+    except CodecError as error:
+        raise CorruptRecord(f"log entry {position}: {error}") from error
+    if type(entry) is not LogEntry or entry.position != position:
+        raise CorruptRecord(f"log entry {position}: holds {entry!r:.80}")
+    return entry
+
+
+# --- storage records ------------------------------------------------------------------------------
+
+
+def encode_transaction(operations: Sequence[object]) -> bytes:
+    """One storage record: the CRC32C of the encoded operations, then the encoded operations."""
+    payload = _codec.encode(tuple(operations))
+    return checksum(payload).to_bytes(crc_bytes, "big") + payload
+
+
+def decode_transaction(record: bytes, *, verify_crc: bool) -> tuple[object, ...]:
+    """The operations of one storage record, in order.
+
+    Raises ``CorruptRecord`` when the record is shorter than its CRC, fails it (only checked with
+    ``verify_crc``), or does not decode to a tuple. With ``verify_crc=False`` a damaged record
+    that still decodes comes back as if it were intact: that is the defect the flag exists to
+    demonstrate. The caller checks the operations themselves.
+    """
+    if len(record) < crc_bytes:
+        raise CorruptRecord(f"storage record of {len(record)} bytes is shorter than its CRC")
+    payload = record[crc_bytes:]
+    if verify_crc and checksum(payload) != int.from_bytes(record[:crc_bytes], "big"):
+        raise CorruptRecord("storage record: CRC32C mismatch")
+    try:
+        operations = _codec.decode(payload)
+    except CodecError as error:
+        raise CorruptRecord(f"storage record: {error}") from error
+    if type(operations) is not tuple:
+        raise CorruptRecord(f"storage record holds {operations!r:.80}")
+    return operations

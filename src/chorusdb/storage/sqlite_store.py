@@ -1,0 +1,387 @@
+"""The node's durable state in one SQLite file (WAL mode): the ``Store`` of a real node.
+
+The file is ``data_dir/chorus.sqlite3`` and holds four tables (schema version 1, kept in
+``PRAGMA user_version``)::
+
+    data(key BLOB PRIMARY KEY, kind INTEGER, value BLOB, expire_at_ms INTEGER, version INTEGER)
+    log(idx INTEGER PRIMARY KEY, epoch INTEGER, entry BLOB, crc INTEGER)
+    meta(name TEXT PRIMARY KEY, value)          -- int, str or bytes, as SQLite keeps them
+    log_base(id = 0, epoch INTEGER, idx INTEGER) -- the last position retention or a snapshot
+                                                 -- removed: the log's last position when empty
+
+Values and log entries are encoded by ``storage.encoding``; ``crc`` is the CRC32C of ``entry``.
+
+**Commits.** One ``BEGIN IMMEDIATE ... COMMIT`` per ``commit``/``commit_many``, however many
+batches it carries. The writes are checked first (``base.validate_writes``), then folded per
+table: data writes into the final state of each key touched (a later write of a key replaces an
+earlier one, a ``ClearRecords`` forgets everything before it), meta writes into the final value
+of each name, log appends in order. Tables are independent, so this gives the same result as
+applying the writes one by one, in at most five statements, each an ``executemany`` over one
+run: ``DELETE FROM data`` (if cleared), upserts, deletes, meta upserts, log inserts. The SQL
+strings are constants, so ``sqlite3``'s statement cache prepares each once.
+
+**Durability.** ``"fsync"`` sets ``synchronous=FULL``: in WAL mode each commit fsyncs the WAL
+before it returns, so ``commits_total`` counts fsyncs. ``"os"`` sets ``synchronous=NORMAL``: the
+WAL is written (a process crash loses nothing) and only synced at checkpoints (a power loss may
+lose the last commits, never corrupt the file).
+
+**Checks.** ``read_log`` checks the CRC (and position) of every entry it returns; ``recover``
+checks the last ``recover_verify_entries`` entries, the ones a restarting node serves first. A
+failed check raises ``CorruptRecord``: SQLite keeps no checksums of its own, so a corrupt entry
+is bit rot, and the data rows that were committed with it cannot be rolled back; the node stops
+and is re-seeded from a snapshot.
+
+**Snapshots** hold data and meta at the last position and an empty log whose ``log_base`` is
+that position (the tag). They are written in one read transaction with the file attached to the
+same connection (``INSERT INTO snapshot.data SELECT ... FROM main.data``) rather than with
+``VACUUM INTO`` or the backup API, which would copy the log too; the file is fsynced and renamed
+into ``data_dir/snapshots/snapshot-EPOCH-INDEX.sqlite3``, where the caller owns it (ship it, keep
+it as a backup, delete it). ``restore`` copies the image next to the store file, checks it,
+checkpoints and closes the connection, removes the emptied WAL, renames the copy over the store
+and reopens: a crash at any step leaves either the old store or the new one.
+
+The connection belongs to the thread that built the store (``check_same_thread=True``): the
+storage thread in the server.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from chorusdb import limits
+from chorusdb.core.model import (
+    AppendEntry,
+    ClearRecords,
+    DeleteRecord,
+    LogEntry,
+    Position,
+    PutMeta,
+    PutRecord,
+    Record,
+    RecoveredState,
+    Write,
+)
+from chorusdb.storage.base import (
+    LogCompacted,
+    Snapshot,
+    check_durability,
+    validate_writes,
+)
+from chorusdb.storage.encoding import (
+    CorruptRecord,
+    checksum,
+    decode_entry,
+    decode_record,
+    encode_entry,
+    encode_value,
+)
+
+store_file_name = "chorus.sqlite3"
+snapshot_directory_name = "snapshots"
+schema_version = 1
+recover_verify_entries = 1024
+"""Log entries, counted from the last, whose CRC ``recover`` checks before the node starts."""
+statement_cache_size = 64
+"""Prepared statements ``sqlite3`` keeps per connection (ours are fewer than 20)."""
+
+_SYNCHRONOUS = {"fsync": ("FULL", 2), "os": ("NORMAL", 1)}
+"""``PRAGMA synchronous`` by durability: the name to set and the level SQLite reports back."""
+
+_UPSERT_DATA = ("INSERT OR REPLACE INTO data (key, kind, value, expire_at_ms, version) "
+                "VALUES (?, ?, ?, ?, ?)")
+_DELETE_DATA = "DELETE FROM data WHERE key = ?"
+_CLEAR_DATA = "DELETE FROM data"
+_UPSERT_META = "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)"
+_APPEND_LOG = "INSERT INTO log (idx, epoch, entry, crc) VALUES (?, ?, ?, ?)"
+_SELECT_DATA = "SELECT key, kind, value, expire_at_ms, version FROM data"
+_SELECT_META = "SELECT name, value FROM meta"
+_SELECT_LOG_AFTER = "SELECT idx, epoch, entry, crc FROM log WHERE idx > ? ORDER BY idx LIMIT ?"
+_SELECT_LOG_TAIL = "SELECT idx, epoch, entry, crc FROM log ORDER BY idx DESC LIMIT ?"
+_SELECT_LAST_ENTRY = "SELECT epoch, idx FROM log ORDER BY idx DESC LIMIT 1"
+_SELECT_LAST_ENTRY_BEFORE = "SELECT epoch, idx FROM log WHERE idx < ? ORDER BY idx DESC LIMIT 1"
+_SELECT_LOG_BASE = "SELECT epoch, idx FROM log_base"
+_SELECT_LOG_BOUNDS = "SELECT min(idx), max(idx) FROM log"
+_DELETE_LOG_BEFORE = "DELETE FROM log WHERE idx < ?"
+_UPDATE_LOG_BASE = "UPDATE log_base SET epoch = ?, idx = ?"
+
+
+class SchemaMismatch(Exception):
+    """The file was written by a version of ChorusDB with another schema."""
+
+
+def _schema(schema: str) -> tuple[str, ...]:
+    """The statements that create an empty store in the attached database ``schema``."""
+    return (
+        f"CREATE TABLE {schema}.data (key BLOB PRIMARY KEY, kind INTEGER NOT NULL, "
+        "value BLOB NOT NULL, expire_at_ms INTEGER NOT NULL, version INTEGER NOT NULL)",
+        f"CREATE TABLE {schema}.log (idx INTEGER PRIMARY KEY, epoch INTEGER NOT NULL, "
+        "entry BLOB NOT NULL, crc INTEGER NOT NULL)",
+        f"CREATE TABLE {schema}.meta (name TEXT PRIMARY KEY, value NOT NULL)",
+        f"CREATE TABLE {schema}.log_base (id INTEGER PRIMARY KEY CHECK (id = 0), "
+        "epoch INTEGER NOT NULL, idx INTEGER NOT NULL)",
+        f"INSERT INTO {schema}.log_base (id, epoch, idx) VALUES (0, 0, 0)",
+        f"PRAGMA {schema}.user_version = {schema_version}",
+    )
+
+
+def _fsync_path(path: Path) -> None:
+    """fsync a file or a directory (a rename is durable once its directory is synced)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _entry_row(entry: LogEntry) -> tuple[int, int, bytes, int]:
+    data = encode_entry(entry)
+    return entry.position.index, entry.position.epoch, data, checksum(data)
+
+
+def _data_row(key: bytes, record: Record) -> tuple[bytes, int, bytes, int, int]:
+    return key, record.kind.value, encode_value(record), record.expire_at_ms, record.version
+
+
+class SqliteStore:
+    """The SQLite ``Store``; see the module docstring. Build it on the thread that will use it."""
+
+    def __init__(self, data_dir: Path, *, durability: str = "fsync") -> None:
+        self.durability = check_durability(durability)
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / store_file_name
+        self.commits_total = 0
+        self.writes_total = 0
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._connection: sqlite3.Connection | None = self._connect()
+        self._last_position = self._read_last_position()
+
+    # --- connection -------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True,
+                                     cached_statements=statement_cache_size)
+        try:
+            (journal_mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+            assert journal_mode == "wal", journal_mode
+            synchronous_name, synchronous_level = _SYNCHRONOUS[self.durability]
+            connection.execute(f"PRAGMA synchronous = {synchronous_name}")
+            (applied,) = connection.execute("PRAGMA synchronous").fetchone()
+            assert applied == synchronous_level, (applied, self.durability)
+            (version,) = connection.execute("PRAGMA user_version").fetchone()
+            if version == 0:
+                connection.execute("BEGIN IMMEDIATE")
+                for statement in _schema("main"):
+                    connection.execute(statement)
+                connection.execute("COMMIT")
+            elif version != schema_version:
+                raise SchemaMismatch(f"{self.path} has schema version {version}; this version "
+                                     f"of ChorusDB reads version {schema_version}")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    @property
+    def _open(self) -> sqlite3.Connection:
+        assert self._connection is not None, f"{self.path} is closed"
+        return self._connection
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed if the body returns, rolled back if it raises."""
+        connection = self._open
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def _read_last_position(self) -> Position:
+        connection = self._open
+        row = connection.execute(_SELECT_LAST_ENTRY).fetchone()
+        if row is None:
+            row = connection.execute(_SELECT_LOG_BASE).fetchone()
+        return Position(*row)
+
+    def recover(self) -> RecoveredState:
+        connection = self._open
+        for index, epoch, data, crc in connection.execute(_SELECT_LOG_TAIL,
+                                                          (recover_verify_entries,)):
+            decode_entry(Position(epoch, index), data, crc)
+        records = {key: decode_record(kind, value, expire_at_ms, version)
+                   for key, kind, value, expire_at_ms, version in connection.execute(_SELECT_DATA)}
+        meta = dict(connection.execute(_SELECT_META).fetchall())
+        self._last_position = self._read_last_position()
+        return RecoveredState(records, meta, self._last_position)
+
+    def log_bounds(self) -> tuple[int, int]:
+        first, last = self._open.execute(_SELECT_LOG_BOUNDS).fetchone()
+        if first is None:
+            last = self._last_position.index
+            return last + 1, last
+        return first, last
+
+    def read_log(self, after_index: int, limit: int) -> list[LogEntry]:
+        assert 0 < limit <= limits.log_read_entries_max, limit
+        assert after_index >= 0, after_index
+        first, _ = self.log_bounds()
+        if after_index < first - 1:
+            raise LogCompacted(after_index, first)
+        rows = self._open.execute(_SELECT_LOG_AFTER, (after_index, limit))
+        return [decode_entry(Position(epoch, index), data, crc) for index, epoch, data, crc in rows]
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    def commit(self, writes: Sequence[Write]) -> None:
+        self.commit_many((writes,))
+
+    def commit_many(self, batches: Sequence[Sequence[Write]]) -> None:
+        last = self._last_position
+        write_count = 0
+        for writes in batches:
+            last = validate_writes(writes, last)
+            write_count += len(writes)
+        if write_count == 0:
+            return
+        cleared = False
+        data: dict[bytes, Record | None] = {}
+        meta: dict[str, int | str | bytes] = {}
+        log_rows = []
+        for writes in batches:
+            for write in writes:
+                kind = type(write)
+                if kind is PutRecord:
+                    data[write.key] = write.record
+                elif kind is AppendEntry:
+                    log_rows.append(_entry_row(write.entry))
+                elif kind is DeleteRecord:
+                    data[write.key] = None
+                elif kind is PutMeta:
+                    meta[write.name] = write.value
+                else:
+                    assert kind is ClearRecords, write
+                    cleared = True
+                    data.clear()
+        upserts = [_data_row(key, record) for key, record in data.items() if record is not None]
+        deletes = [(key,) for key, record in data.items() if record is None]
+        with self._transaction() as connection:
+            if cleared:
+                connection.execute(_CLEAR_DATA)
+            if upserts:
+                connection.executemany(_UPSERT_DATA, upserts)
+            if deletes:
+                connection.executemany(_DELETE_DATA, deletes)
+            if meta:
+                connection.executemany(_UPSERT_META, meta.items())
+            if log_rows:
+                connection.executemany(_APPEND_LOG, log_rows)
+        self._last_position = last
+        self.commits_total += 1
+        self.writes_total += write_count
+
+    def truncate_log_before(self, index: int) -> int:
+        first, last = self.log_bounds()
+        assert index <= last + 1, f"cannot remove entries up to {index - 1}: the log ends at {last}"
+        if index <= first:
+            return 0
+        with self._transaction() as connection:
+            epoch, through = connection.execute(_SELECT_LAST_ENTRY_BEFORE, (index,)).fetchone()
+            removed = connection.execute(_DELETE_LOG_BEFORE, (index,)).rowcount
+            connection.execute(_UPDATE_LOG_BASE, (epoch, through))
+        self.commits_total += 1
+        return removed
+
+    # --- snapshots ------------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        position = self._last_position
+        directory = self.data_dir / snapshot_directory_name
+        directory.mkdir(exist_ok=True)
+        final = directory / f"snapshot-{position.epoch}-{position.index}.sqlite3"
+        partial = final.with_name(final.name + ".partial")
+        partial.unlink(missing_ok=True)
+        connection = self._open
+        connection.execute("ATTACH DATABASE ? AS snapshot", (str(partial),))
+        try:
+            # A fresh file that is renamed into place only when complete needs no journal; it
+            # is fsynced once, below, instead of at every page.
+            connection.execute("PRAGMA snapshot.journal_mode = OFF")
+            connection.execute("PRAGMA snapshot.synchronous = OFF")
+            with self._transaction():
+                for statement in _schema("snapshot"):
+                    connection.execute(statement)
+                connection.execute(
+                    "INSERT INTO snapshot.data (key, kind, value, expire_at_ms, version) "
+                    "SELECT key, kind, value, expire_at_ms, version FROM main.data")
+                connection.execute("INSERT INTO snapshot.meta (name, value) "
+                                   "SELECT name, value FROM main.meta")
+                connection.execute("UPDATE snapshot.log_base SET epoch = ?, idx = ?",
+                                   (position.epoch, position.index))
+        except BaseException:
+            connection.execute("DETACH DATABASE snapshot")
+            partial.unlink(missing_ok=True)
+            raise
+        connection.execute("DETACH DATABASE snapshot")
+        _fsync_path(partial)
+        os.replace(partial, final)
+        _fsync_path(directory)
+        return Snapshot(position, final)
+
+    def restore(self, snapshot: Snapshot) -> None:
+        assert isinstance(snapshot.image, Path), "a SQLite store restores from a SQLite file"
+        staged = self.path.with_name(self.path.name + ".restoring")
+        shutil.copyfile(snapshot.image, staged)
+        try:
+            _check_image(staged, snapshot.position)
+            _fsync_path(staged)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+        connection = self._open
+        # Move everything the WAL holds into the main file and empty the WAL, so that removing
+        # it below loses nothing and a stale WAL is never replayed over the new file.
+        (busy, _, _) = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert busy == 0, "another connection holds the store open"
+        self.close()
+        for suffix in ("-wal", "-shm"):
+            self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+        os.replace(staged, self.path)
+        _fsync_path(self.data_dir)
+        self._connection = self._connect()
+        self._last_position = self._read_last_position()
+        assert self._last_position == snapshot.position, (self._last_position, snapshot)
+
+
+def _check_image(path: Path, position: Position) -> None:
+    """Raise ``CorruptRecord`` unless ``path`` is a snapshot of this schema taken at
+    ``position``."""
+    try:
+        connection = sqlite3.connect(path, isolation_level=None)
+        try:
+            (version,) = connection.execute("PRAGMA user_version").fetchone()
+            if version != schema_version:
+                raise CorruptRecord(f"snapshot {path}: schema version {version}")
+            (entries,) = connection.execute("SELECT count(*) FROM log").fetchone()
+            tag = Position(*connection.execute(_SELECT_LOG_BASE).fetchone())
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as error:
+        raise CorruptRecord(f"snapshot {path}: {error}") from error
+    if entries != 0 or tag != position:
+        raise CorruptRecord(f"snapshot {path}: taken at {tag} with {entries} log entries, "
+                            f"expected {position} with none")

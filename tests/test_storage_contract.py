@@ -1,0 +1,530 @@
+"""The ``Store`` contract (storage/base.py), run against both stores: SQLite and in-memory.
+
+Every test gets a ``harness`` that opens a store and reopens it the way its kind is reopened (a
+new ``SqliteStore`` on the same directory; the same ``MemoryStore`` after ``close``), so "after a
+restart" means the same thing for both. SQLite-only tests at the end corrupt the file with a raw
+connection and check that the store reports it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chorusdb.core.model import (
+    NO_EXPIRY,
+    ZERO_POSITION,
+    AppendEntry,
+    ClearRecords,
+    DeleteKeys,
+    DeleteRecord,
+    FlushAll,
+    Kind,
+    LogEntry,
+    PopItems,
+    Position,
+    PushItems,
+    PutMeta,
+    PutRecord,
+    Record,
+    SetExpiry,
+    SetValue,
+    Write,
+)
+from chorusdb.storage.base import LogCompacted, Snapshot, Store
+from chorusdb.storage.encoding import CorruptRecord
+from chorusdb.storage.memory_store import MemoryStore
+from chorusdb.storage.sqlite_store import SchemaMismatch, SqliteStore, store_file_name
+
+
+class SqliteHarness:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def open(self, durability: str = "fsync") -> Store:
+        return SqliteStore(self.directory, durability=durability)
+
+    def reopen(self, store: Store) -> Store:
+        store.close()
+        return SqliteStore(self.directory, durability=store.durability)
+
+
+class MemoryHarness:
+    def open(self, durability: str = "fsync") -> Store:
+        return MemoryStore(durability=durability)
+
+    def reopen(self, store: Store) -> Store:
+        store.close()
+        return store
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def harness(request, tmp_path):
+    return SqliteHarness(tmp_path) if request.param == "sqlite" else MemoryHarness()
+
+
+def string(value: bytes, version: int, expire_at_ms: int = NO_EXPIRY) -> Record:
+    return Record(Kind.STRING, value, expire_at_ms, version)
+
+
+def set_key(index: int, key: bytes, value: bytes, *, epoch: int = 1) -> list[Write]:
+    """What a SET at log position ``(epoch, index)`` writes: the row and its log entry."""
+    return [PutRecord(key, string(value, index)),
+            AppendEntry(LogEntry(Position(epoch, index), SetValue(key, value, NO_EXPIRY)))]
+
+
+def commit_sets(store: Store, first: int, last: int, *, epoch: int = 1) -> None:
+    for index in range(first, last + 1):
+        store.commit(set_key(index, b"k%d" % index, b"v%d" % index, epoch=epoch))
+
+
+def indexes(entries: Sequence[LogEntry]) -> list[int]:
+    return [entry.position.index for entry in entries]
+
+
+# --- round trips ------------------------------------------------------------------------------
+
+
+def test_a_fresh_store_is_empty(harness):
+    store = harness.open()
+    state = store.recover()
+    assert (state.records, state.meta, state.last_position) == ({}, {}, ZERO_POSITION)
+    assert store.log_bounds() == (1, 0)
+    assert store.read_log(0, 10) == []
+    store.close()
+
+
+@pytest.mark.parametrize("durability", ["fsync", "os"])
+def test_committed_writes_come_back_after_reopen(harness, durability):
+    store = harness.open(durability)
+    store.recover()
+    entries = [
+        LogEntry(Position(1, 1), SetValue(b"s", b"\x00bin\xff", 1_700_000_000_000)),
+        LogEntry(Position(1, 2), PushItems(b"l", (b"a", b"", b"c"), left=False)),
+        LogEntry(Position(2, 3), PopItems(b"l", 1, left=True)),
+        LogEntry(Position(2, 4), SetExpiry(b"s", NO_EXPIRY)),
+        LogEntry(Position(2, 5), DeleteKeys((b"gone", b"also"))),
+        LogEntry(Position(3, 6), FlushAll()),
+    ]
+    records = {
+        b"s": string(b"\x00bin\xff", 4),
+        b"l": Record(Kind.LIST, (b"", b"c"), 1_700_000_000_500, 3),
+        b"": string(b"", 6),
+        b"empty list": Record(Kind.LIST, (), NO_EXPIRY, 6),
+    }
+    meta = {"epoch": 3, "vote": "n2", "identity": b"\x00\x01", "big": 2**62, "blank": ""}
+    store.commit([PutRecord(key, record) for key, record in records.items()]
+                 + [AppendEntry(entry) for entry in entries]
+                 + [PutMeta(name, value) for name, value in meta.items()])
+    assert (store.commits_total, store.writes_total) == (1, len(records) + len(entries) + len(meta))
+
+    store = harness.reopen(store)
+    state = store.recover()
+    assert state.records == records
+    assert {key: type(record.kind) for key, record in state.records.items()} == dict.fromkeys(
+        records, Kind)
+    assert state.meta == meta
+    assert {name: type(value) for name, value in state.meta.items()} == {
+        name: type(value) for name, value in meta.items()}
+    assert state.last_position == Position(3, 6)
+    assert store.read_log(0, 10) == entries
+    assert store.log_bounds() == (1, 6)
+    store.close()
+
+
+def test_commits_continue_after_reopen(harness):
+    store = harness.open()
+    store.recover()
+    commit_sets(store, 1, 3)
+    store = harness.reopen(store)
+    assert store.recover().last_position == Position(1, 3)
+    commit_sets(store, 4, 5)
+    store = harness.reopen(store)
+    state = store.recover()
+    assert sorted(state.records) == [b"k1", b"k2", b"k3", b"k4", b"k5"]
+    assert indexes(store.read_log(0, 10)) == [1, 2, 3, 4, 5]
+    store.close()
+
+
+# --- order and atomicity ----------------------------------------------------------------------
+
+
+def test_writes_apply_in_order_inside_a_batch(harness):
+    store = harness.open()
+    store.recover()
+    store.commit([
+        PutRecord(b"put-then-delete", string(b"1", 1)), DeleteRecord(b"put-then-delete"),
+        DeleteRecord(b"delete-then-put"), PutRecord(b"delete-then-put", string(b"2", 1)),
+        PutRecord(b"put-twice", string(b"first", 1)), PutRecord(b"put-twice", string(b"last", 1)),
+        DeleteRecord(b"never-there"),
+        PutMeta("name", "first"), PutMeta("name", "last"),
+        AppendEntry(LogEntry(Position(1, 1), SetValue(b"put-twice", b"last", NO_EXPIRY))),
+    ])
+    store = harness.reopen(store)
+    state = store.recover()
+    assert state.records == {b"delete-then-put": string(b"2", 1), b"put-twice": string(b"last", 1)}
+    assert state.meta == {"name": "last"}
+    store.close()
+
+
+def test_clear_records_removes_every_row_written_before_it(harness):
+    store = harness.open()
+    store.recover()
+    store.commit(set_key(1, b"a", b"1") + [PutMeta("kept", 1)])
+    store.commit(set_key(2, b"b", b"2") + [
+        ClearRecords(), PutRecord(b"c", string(b"3", 3)), DeleteRecord(b"a"),
+        AppendEntry(LogEntry(Position(1, 3), FlushAll())),
+    ])
+    store = harness.reopen(store)
+    state = store.recover()
+    assert state.records == {b"c": string(b"3", 3)}
+    assert state.meta == {"kept": 1}
+    assert indexes(store.read_log(0, 10)) == [1, 2, 3]
+    store.close()
+
+
+@pytest.mark.parametrize("bad", [object(), "a string", Position(1, 2),
+                                 PutRecord(b"k", Record(Kind.STRING, ("a tuple",), 0, 1)),
+                                 PutRecord("a str key", string(b"v", 1)),
+                                 PutMeta("float", 1.5), PutMeta("huge", 2**63),
+                                 PutMeta("bool", True)],
+                         ids=["object", "str", "position", "wrong-kind", "str-key", "float-meta",
+                              "huge-meta", "bool-meta"])
+def test_a_batch_with_a_malformed_write_leaves_nothing(harness, bad):
+    store = harness.open()
+    store.recover()
+    commit_sets(store, 1, 1)
+    with pytest.raises(TypeError):
+        store.commit(set_key(2, b"x", b"2") + [bad] + set_key(3, b"y", b"3"))
+    with pytest.raises(TypeError):
+        store.commit_many([set_key(2, b"x", b"2"), [PutMeta("m", 1), bad]])
+    assert (store.commits_total, store.writes_total) == (1, 2)
+    commit_sets(store, 2, 2)                       # still usable, and index 2 was never taken
+    store = harness.reopen(store)
+    state = store.recover()
+    assert sorted(state.records) == [b"k1", b"k2"]
+    assert state.meta == {}
+    assert state.last_position == Position(1, 2)
+    assert indexes(store.read_log(0, 10)) == [1, 2]
+    store.close()
+
+
+@pytest.mark.parametrize("position", [Position(1, 2), Position(1, 1), Position(0, 4)],
+                         ids=["repeated-index", "older-index", "older-epoch"])
+def test_a_log_entry_that_does_not_follow_the_last_is_refused(harness, position):
+    store = harness.open()
+    store.recover()
+    commit_sets(store, 1, 2)
+    with pytest.raises(ValueError):
+        store.commit([PutRecord(b"x", string(b"x", 3)),
+                      AppendEntry(LogEntry(position, SetValue(b"x", b"x", NO_EXPIRY)))])
+    with pytest.raises(ValueError):                # the same, across the batches of a group
+        store.commit_many([set_key(3, b"x", b"3"), set_key(3, b"y", b"3")])
+    store = harness.reopen(store)
+    state = store.recover()
+    assert sorted(state.records) == [b"k1", b"k2"]
+    assert state.last_position == Position(1, 2)
+    store.close()
+
+
+def test_commit_many_is_one_transaction_in_order(harness):
+    store = harness.open()
+    store.recover()
+    store.commit_many([set_key(1, b"a", b"1"), [DeleteRecord(b"a")], set_key(2, b"b", b"2"), []])
+    assert (store.commits_total, store.writes_total) == (1, 5)
+    store.commit_many([[], []])                    # nothing to write: no transaction
+    assert store.commits_total == 1
+    store = harness.reopen(store)
+    state = store.recover()
+    assert state.records == {b"b": string(b"2", 2)}
+    assert indexes(store.read_log(0, 10)) == [1, 2]
+    store.close()
+
+
+# --- the log ----------------------------------------------------------------------------------
+
+
+def test_log_reads_respect_after_index_and_limit(harness):
+    store = harness.open()
+    store.recover()
+    commit_sets(store, 1, 25)
+    assert indexes(store.read_log(0, 10)) == list(range(1, 11))
+    assert indexes(store.read_log(10, 100)) == list(range(11, 26))
+    assert indexes(store.read_log(24, 10)) == [25]
+    assert store.read_log(25, 10) == []
+    assert store.read_log(99, 10) == []
+    assert store.log_bounds() == (1, 25)
+    entry = store.read_log(6, 1)[0]
+    assert entry == LogEntry(Position(1, 7), SetValue(b"k7", b"v7", NO_EXPIRY))
+    store.close()
+
+
+def test_log_positions_may_skip_indexes_and_change_epochs(harness):
+    store = harness.open()
+    store.recover()
+    commit_sets(store, 1, 2, epoch=1)
+    commit_sets(store, 5, 6, epoch=4)
+    assert indexes(store.read_log(0, 10)) == [1, 2, 5, 6]
+    assert indexes(store.read_log(2, 10)) == [5, 6]
+    assert indexes(store.read_log(3, 1)) == [5]
+    assert store.log_bounds() == (1, 6)
+    assert store.truncate_log_before(4) == 2
+    assert store.log_bounds() == (5, 6)
+    store = harness.reopen(store)
+    assert store.recover().last_position == Position(4, 6)
+    store.close()
+
+
+def test_retention_removes_a_prefix_and_the_last_position_survives_it(harness):
+    store = harness.open()
+    store.recover()
+    commit_sets(store, 1, 25)
+    assert store.truncate_log_before(11) == 10
+    assert store.truncate_log_before(11) == 0
+    assert store.truncate_log_before(3) == 0
+    assert store.log_bounds() == (11, 25)
+    assert indexes(store.read_log(10, 3)) == [11, 12, 13]
+    with pytest.raises(LogCompacted) as compacted:
+        store.read_log(9, 3)
+    assert compacted.value.first_index == 11
+
+    store = harness.reopen(store)
+    state = store.recover()
+    assert store.log_bounds() == (11, 25)
+    assert len(state.records) == 25                # retention never touches the data
+
+    assert store.truncate_log_before(26) == 15     # everything
+    assert store.log_bounds() == (26, 25)
+    assert store.read_log(25, 5) == []
+    store = harness.reopen(store)
+    assert store.recover().last_position == Position(1, 25)
+    assert store.log_bounds() == (26, 25)
+    commit_sets(store, 26, 26)
+    assert store.log_bounds() == (26, 26)
+    with pytest.raises(AssertionError):            # beyond the last entry: a caller's bug
+        store.truncate_log_before(28)
+    store.close()
+
+
+# --- snapshots --------------------------------------------------------------------------------
+
+
+def test_restore_brings_back_the_snapshot_data_meta_and_position(harness):
+    store = harness.open()
+    store.recover()
+    commit_sets(store, 1, 4)
+    store.commit(set_key(5, b"list", b"") + [
+        PutRecord(b"list", Record(Kind.LIST, (b"x", b"y"), 123, 5)), PutMeta("epoch", 1),
+        PutMeta("vote", "n1")])
+    snapshot = store.snapshot()
+    assert snapshot.position == Position(1, 5)
+    at_snapshot = store.recover()
+
+    commit_sets(store, 6, 8, epoch=2)
+    store.commit([DeleteRecord(b"k1"), ClearRecords(), PutMeta("epoch", 2), PutMeta("new", b"x"),
+                  AppendEntry(LogEntry(Position(2, 9), FlushAll()))])
+    store.truncate_log_before(3)
+
+    store.restore(snapshot)
+    assert store.recover() == at_snapshot
+    assert store.log_bounds() == (6, 5)
+    assert store.read_log(5, 10) == []
+    commit_sets(store, 6, 6, epoch=3)              # the log goes on from the snapshot
+    store = harness.reopen(store)
+    state = store.recover()
+    assert state.last_position == Position(3, 6)
+    assert state.meta == at_snapshot.meta
+    assert set(state.records) == set(at_snapshot.records) | {b"k6"}
+    assert indexes(store.read_log(5, 10)) == [6]
+    store.close()
+
+
+def test_restore_replaces_a_store_that_is_further_ahead_or_fresh(harness):
+    source = harness.open()
+    source.recover()
+    commit_sets(source, 1, 3)
+    snapshot = source.snapshot()
+    expected = source.recover()
+    commit_sets(source, 4, 9)
+    source.restore(snapshot)
+    assert source.recover() == expected
+    source.restore(snapshot)                       # the same snapshot restores twice
+    assert source.recover() == expected
+    source.close()
+
+
+def test_a_snapshot_that_does_not_match_its_position_is_refused(harness):
+    store = harness.open()
+    store.recover()
+    commit_sets(store, 1, 3)
+    snapshot = store.snapshot()
+    commit_sets(store, 4, 4)
+    with pytest.raises(CorruptRecord):
+        store.restore(Snapshot(Position(1, 2), snapshot.image))
+    state = store.recover()                        # nothing changed
+    assert state.last_position == Position(1, 4)
+    assert len(state.records) == 4
+    store.close()
+
+
+# --- against a reference model ----------------------------------------------------------------
+
+KEYS = [b"a", b"b", b"c"]
+write_strategy = st.one_of(
+    st.builds(lambda key, value: ("put", key, value), st.sampled_from(KEYS), st.binary(max_size=8)),
+    st.builds(lambda key, items: ("push", key, items), st.sampled_from(KEYS),
+              st.lists(st.binary(max_size=4), max_size=3).map(tuple)),
+    st.builds(lambda key: ("delete", key), st.sampled_from(KEYS)),
+    st.just(("clear",)),
+    st.builds(lambda name, value: ("meta", name, value), st.sampled_from(["x", "y"]),
+              st.one_of(st.integers(-2**63, 2**63 - 1), st.text(max_size=4),
+                        st.binary(max_size=4))),
+)
+history_strategy = st.lists(st.lists(st.lists(write_strategy, max_size=4), min_size=1, max_size=3),
+                            max_size=6)
+
+
+def to_writes(index: int, plan: list[tuple]) -> list[Write]:
+    writes: list[Write] = []
+    for step in plan:
+        if step[0] == "put":
+            writes.append(PutRecord(step[1], string(step[2], index)))
+        elif step[0] == "push":
+            writes.append(PutRecord(step[1], Record(Kind.LIST, step[2], NO_EXPIRY, index)))
+        elif step[0] == "delete":
+            writes.append(DeleteRecord(step[1]))
+        elif step[0] == "clear":
+            writes.append(ClearRecords())
+        else:
+            writes.append(PutMeta(step[1], step[2]))
+    writes.append(AppendEntry(LogEntry(Position(1, index), FlushAll())))
+    return writes
+
+
+def apply_to_reference(records: dict, meta: dict, writes: list[Write]) -> None:
+    for write in writes:
+        if isinstance(write, PutRecord):
+            records[write.key] = write.record
+        elif isinstance(write, DeleteRecord):
+            records.pop(write.key, None)
+        elif isinstance(write, ClearRecords):
+            records.clear()
+        elif isinstance(write, PutMeta):
+            meta[write.name] = write.value
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+@settings(max_examples=40, derandomize=True, deadline=None)
+@given(history=history_strategy)
+def test_groups_of_batches_match_a_reference_model(kind, history, tmp_path_factory):
+    harness = (SqliteHarness(tmp_path_factory.mktemp("store")) if kind == "sqlite"
+               else MemoryHarness())
+    store = harness.open("os")
+    store.recover()
+    records: dict = {}
+    meta: dict = {}
+    index = 0
+    for group in history:
+        batches = []
+        for plan in group:
+            index += 1
+            batches.append(to_writes(index, plan))
+            apply_to_reference(records, meta, batches[-1])
+        store.commit_many(batches)
+    store = harness.reopen(store)
+    state = store.recover()
+    assert state.records == records
+    assert state.meta == meta
+    assert state.last_position == (Position(1, index) if index else ZERO_POSITION)
+    assert indexes(store.read_log(0, 100)) == list(range(1, index + 1))
+    store.close()
+
+
+# --- SQLite only --------------------------------------------------------------------------------
+
+
+def raw_connection(directory: Path) -> sqlite3.Connection:
+    return sqlite3.connect(directory / store_file_name, isolation_level=None)
+
+
+def test_sqlite_reports_a_corrupted_log_entry(tmp_path):
+    store = SqliteStore(tmp_path)
+    commit_sets(store, 1, 5)
+    raw = raw_connection(tmp_path)
+    (entry,) = raw.execute("SELECT entry FROM log WHERE idx = 3").fetchone()
+    flipped = entry[:-1] + bytes((entry[-1] ^ 0x01,))
+    raw.execute("UPDATE log SET entry = ? WHERE idx = 3", (flipped,))
+    raw.close()
+    assert indexes(store.read_log(0, 2)) == [1, 2]
+    with pytest.raises(CorruptRecord, match="1:3"):
+        store.read_log(0, 10)
+    with pytest.raises(CorruptRecord, match="1:3"):
+        store.recover()
+    store.close()
+
+
+def test_sqlite_reports_an_entry_stored_under_another_position(tmp_path):
+    store = SqliteStore(tmp_path)
+    commit_sets(store, 1, 2)
+    raw = raw_connection(tmp_path)
+    (entry, crc) = raw.execute("SELECT entry, crc FROM log WHERE idx = 1").fetchone()
+    raw.execute("UPDATE log SET entry = ?, crc = ? WHERE idx = 2", (entry, crc))
+    raw.close()
+    with pytest.raises(CorruptRecord, match="1:2"):
+        store.read_log(1, 1)
+    store.close()
+
+
+def test_sqlite_rolls_back_a_transaction_that_fails_half_way(tmp_path):
+    store = SqliteStore(tmp_path)
+    commit_sets(store, 1, 1)
+    raw = raw_connection(tmp_path)
+    raw.execute("CREATE TRIGGER refuse_index_3 BEFORE INSERT ON log WHEN NEW.idx = 3 "
+                "BEGIN SELECT RAISE(ABORT, 'injected failure'); END")
+    raw.close()
+    with pytest.raises(sqlite3.DatabaseError, match="injected failure"):
+        store.commit_many([set_key(2, b"a", b"2") + [PutMeta("m", 1)],
+                           set_key(3, b"b", b"3") + [ClearRecords()]])
+    assert store.log_bounds() == (1, 1)
+    commit_sets(store, 2, 2)
+    store = SqliteStore(tmp_path)
+    state = store.recover()
+    assert sorted(state.records) == [b"k1", b"k2"]
+    assert state.meta == {}
+    assert state.last_position == Position(1, 2)
+    store.close()
+
+
+def test_sqlite_snapshot_seeds_a_store_in_another_directory(tmp_path):
+    leader = SqliteStore(tmp_path / "leader")
+    commit_sets(leader, 1, 50)
+    leader.commit([PutMeta("cluster", "demo")])
+    snapshot = leader.snapshot()
+    expected = leader.recover()
+    leader.close()
+    assert snapshot.image.parent == tmp_path / "leader" / "snapshots"
+    assert not list(snapshot.image.parent.glob("*.partial"))
+
+    follower = SqliteStore(tmp_path / "follower", durability="os")
+    commit_sets(follower, 1, 3, epoch=7)           # divergent: replaced by the snapshot
+    follower.restore(snapshot)
+    follower.close()
+    follower = SqliteStore(tmp_path / "follower", durability="os")
+    assert follower.recover() == expected
+    assert follower.log_bounds() == (51, 50)
+    assert snapshot.image.exists()                 # restore copies the image, never moves it
+    follower.close()
+
+
+def test_sqlite_refuses_a_file_of_another_schema_version(tmp_path):
+    SqliteStore(tmp_path).close()
+    raw = raw_connection(tmp_path)
+    raw.execute("PRAGMA user_version = 99")
+    raw.close()
+    with pytest.raises(SchemaMismatch):
+        SqliteStore(tmp_path)
