@@ -1,0 +1,168 @@
+"""The standalone core: one node, no replication — the simplest implementation of ``core.api``.
+
+Every data command runs against the in-memory ``Keyspace``. A write becomes one log entry per
+logical effect, at position ``(0, index)`` with ``index`` counting on from the last entry that
+survived on disk, so positions are never reused across restarts. The entries and the rows they
+changed go out as the ``writes`` of the next ``Ready``, together with the replies: the driver
+persists the writes first, so a reply never reaches a client before what it acknowledges is
+durable (with ``durability = "fsync"``). Reads in the same ``Ready`` may have seen those writes;
+their replies wait behind the same persist, so nobody reads what could still be lost.
+
+Expired keys are reclaimed by ``tick``: at most ``expiry_reclaim_keys_max`` per cycle become one
+``DeleteKeys`` entry, like any other write (so a later replicated mode ships the same effect).
+
+Known defects that the simulator can switch on (``CoreConfig.bugs``) to show its checkers work:
+
+- ``ack_before_persist``: replies go out one ``Ready`` ahead of the writes they acknowledge, so a
+  crash in between loses acknowledged writes;
+- ``del_not_persisted``: DEL changes memory and the log but never deletes the data row, so a
+  deleted key comes back after a restart.
+"""
+
+from __future__ import annotations
+
+import random
+
+from chorusdb.core.api import (
+    NO_DEADLINE,
+    ClientCommand,
+    ClientReply,
+    Committed,
+    CoreConfig,
+    Ready,
+    WriteAcknowledged,
+)
+from chorusdb.core.commands import COMMANDS, DATA_CATEGORIES, check_arity
+from chorusdb.core.keyspace import Keyspace
+from chorusdb.core.model import (
+    AppendEntry,
+    DeleteKeys,
+    DeleteRecord,
+    Effect,
+    LogEntry,
+    Position,
+    RecoveredState,
+    Write,
+)
+from chorusdb.replies import Error, unknown_command, wrong_arity
+
+expiry_reclaim_keys_max = 256        # expired keys deleted per tick
+expiry_cycle_interval_ms = 100       # how often tick reclaims expired keys (Redis's hz 10)
+
+
+class StandaloneCore:
+    """One node that owns all data; see the module docstring."""
+
+    mode = "standalone"
+    KNOWN_BUGS = {
+        "ack_before_persist": "replies are sent one Ready before the writes they acknowledge",
+        "del_not_persisted": "DEL is logged but its data rows are never deleted on disk",
+    }
+
+    def __init__(self, config: CoreConfig, recovered: RecoveredState, rng: random.Random,
+                 now_ms: int) -> None:
+        unknown_bugs = config.bugs - self.KNOWN_BUGS.keys()
+        assert not unknown_bugs, f"unknown bugs for {self.mode}: {sorted(unknown_bugs)}"
+        self.config = config
+        self.keyspace = Keyspace(dict(recovered.records))
+        self.last_position = recovered.last_position
+        self._entries: list[Write] = []
+        self._ready = Ready()
+        self._deferred_writes: list[Write] = []     # only with the ack_before_persist bug
+        self._next_expiry_cycle_ms = now_ms
+        self._acknowledged: list[WriteAcknowledged] = []
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def propose(self, command: ClientCommand, request_id: int, now_ms: int) -> None:
+        before = self.last_position.index
+        reply = self._execute(command, now_ms)
+        self._ready.replies.append(ClientReply(request_id, reply))
+        if self.config.history_notes and self.last_position.index != before:
+            self._acknowledged.append(WriteAcknowledged(request_id, self.last_position))
+
+    def step(self, message: object, now_ms: int) -> None:
+        raise AssertionError(f"a standalone node has no peers, got {message!r}")
+
+    def tick(self, now_ms: int) -> None:
+        if now_ms < self._next_expiry_cycle_ms:
+            return
+        self._next_expiry_cycle_ms = now_ms + expiry_cycle_interval_ms
+        expired = self.keyspace.expired_keys(now_ms, expiry_reclaim_keys_max)
+        if expired:
+            self._append(DeleteKeys(expired))
+
+    # --- outputs --------------------------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        return bool(self._entries or self._ready.replies or self._deferred_writes)
+
+    def ready(self) -> Ready:
+        ready = self._ready
+        self._ready = Ready()
+        writes = self._entries
+        self._entries = []
+        writes.extend(self.keyspace.take_changes())
+        if "del_not_persisted" in self.config.bugs:
+            writes = [w for w in writes if not isinstance(w, DeleteRecord)]
+        if "ack_before_persist" in self.config.bugs:
+            writes, self._deferred_writes = self._deferred_writes, writes
+        ready.writes = writes
+        if self.config.history_notes and self._acknowledged:
+            ready.notes.extend(self._acknowledged)
+            ready.notes.append(Committed(self.last_position))
+            self._acknowledged = []
+        ready.deadline_ms = self._next_expiry_cycle_ms if len(self.keyspace) else NO_DEADLINE
+        return ready
+
+    def advance(self, ready: Ready) -> None:
+        """Nothing to learn: a standalone node's writes are durable once persisted."""
+
+    def status(self) -> dict:
+        position = {"epoch": self.last_position.epoch, "index": self.last_position.index}
+        return {
+            "role": "standalone",
+            "epoch": self.last_position.epoch,
+            "leader_id": self.config.node_id,
+            "position": position,
+            "commit_position": dict(position),
+            "members": [],
+            "divergent_entries": 0,
+            "keys": len(self.keyspace),
+            "expires": self.keyspace.expiring_count(),
+        }
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _execute(self, command: ClientCommand, now_ms: int) -> object:
+        spec = COMMANDS.get(command.name)
+        if spec is None:
+            return unknown_command(command.name, command.args)
+        if not check_arity(spec, len(command.args) + 1):
+            return wrong_arity(spec.name)
+        if spec.category in DATA_CATEGORIES:
+            reply, effects = self.keyspace.execute(command, now_ms)
+            for effect in effects:
+                self._append(effect)
+            return reply
+        if command.name == b"WAIT":
+            return self._wait(command.args)
+        if command.name == b"CHORUS.POSITION":
+            return str(self.last_position).encode()
+        raise AssertionError(f"{spec.name} is handled by the server, not the core")
+
+    def _wait(self, args: tuple[bytes, ...]) -> object:
+        try:
+            int(args[0])
+            timeout_ms = int(args[1])
+        except ValueError:
+            return Error("ERR value is not an integer or out of range")
+        if timeout_ms < 0:
+            return Error("ERR timeout is negative")
+        return 0    # no replicas to wait for
+
+    def _append(self, effect: Effect) -> None:
+        position = Position(self.last_position.epoch, self.last_position.index + 1)
+        self.last_position = position
+        self.keyspace.apply(effect, position.index)
+        self._entries.append(AppendEntry(LogEntry(position, effect)))
