@@ -137,3 +137,14 @@ def test_bug_del_not_persisted_keeps_the_row():
     ready = core.ready()
     assert ready.replies[0].value == 1
     assert not any(isinstance(w, DeleteRecord) for w in ready.writes)
+
+
+def test_a_write_with_an_oversized_key_is_refused_and_changes_nothing():
+    from chorusdb import limits
+    core = fresh_core()
+    core.propose(command("SET", b"k" * (limits.key_bytes_max + 1), "v"), 1, T0)
+    core.propose(command("GET", b"k" * (limits.key_bytes_max + 1)), 2, T0)
+    ready = core.ready()
+    assert ready.writes == []
+    assert ready.replies[0].value.text.startswith("ERR key is longer than")
+    assert ready.replies[1].value is None

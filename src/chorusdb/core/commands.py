@@ -33,6 +33,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from chorusdb import limits
+from chorusdb.replies import Error, unknown_command, wrong_arity
+
 CATEGORIES = frozenset({"data-read", "data-write", "connection", "server", "chorus"})
 DATA_CATEGORIES = frozenset({"data-read", "data-write"})
 
@@ -123,6 +126,25 @@ def check_arity(spec: CommandSpec, argc: int) -> bool:
     """Whether ``argc`` words (the command name included) satisfy ``spec.arity``."""
     arity = spec.arity
     return argc == arity if arity > 0 else argc >= -arity
+
+
+KEY_TOO_LONG = Error(f"ERR key is longer than {limits.key_bytes_max} bytes")
+
+
+def resolve(name: bytes, args: tuple[bytes, ...]) -> CommandSpec | Error:
+    """The spec of a command a client sent, or the error Redis would answer: unknown command,
+    wrong number of arguments, or (ours) a key of a write longer than ``key_bytes_max``.
+    Every core calls this first, so every mode refuses the same input the same way."""
+    spec = COMMANDS.get(name)
+    if spec is None:
+        return unknown_command(name, args)
+    if not check_arity(spec, len(args) + 1):
+        return wrong_arity(spec.name)
+    if spec.category == "data-write" and spec.first_key:
+        for key in command_keys(spec, args):
+            if len(key) > limits.key_bytes_max:
+                return KEY_TOO_LONG
+    return spec
 
 
 def command_keys(spec: CommandSpec, args: tuple[bytes, ...]) -> tuple[bytes, ...]:

@@ -32,7 +32,7 @@ from chorusdb.core.api import (
     Ready,
     WriteAcknowledged,
 )
-from chorusdb.core.commands import COMMANDS, DATA_CATEGORIES, check_arity
+from chorusdb.core.commands import DATA_CATEGORIES, resolve
 from chorusdb.core.keyspace import Keyspace
 from chorusdb.core.model import (
     AppendEntry,
@@ -44,7 +44,7 @@ from chorusdb.core.model import (
     RecoveredState,
     Write,
 )
-from chorusdb.replies import Error, unknown_command, wrong_arity
+from chorusdb.replies import Error
 
 expiry_reclaim_keys_max = 256        # expired keys deleted per tick
 expiry_cycle_interval_ms = 100       # how often tick reclaims expired keys (Redis's hz 10)
@@ -135,11 +135,9 @@ class StandaloneCore:
     # --- internals ------------------------------------------------------------------------
 
     def _execute(self, command: ClientCommand, now_ms: int) -> object:
-        spec = COMMANDS.get(command.name)
-        if spec is None:
-            return unknown_command(command.name, command.args)
-        if not check_arity(spec, len(command.args) + 1):
-            return wrong_arity(spec.name)
+        spec = resolve(command.name, command.args)
+        if isinstance(spec, Error):
+            return spec
         if spec.category in DATA_CATEGORIES:
             reply, effects = self.keyspace.execute(command, now_ms)
             for effect in effects:

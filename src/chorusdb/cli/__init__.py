@@ -1,0 +1,1 @@
+"""The ``chorusdb`` command line: serve, up, status, sim, bench."""

@@ -1,0 +1,75 @@
+"""``chorusdb serve --config FILE``: run one node until SIGTERM or SIGINT.
+
+Once the node listens it prints one line to stdout, which scripts and the test harness read to
+learn the bound ports (a port of 0 in the config means "any free port"):
+
+    chorusdb ready node=n1 client=127.0.0.1:7001 admin=127.0.0.1:7201
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from chorusdb.server.config import ConfigError, apply_overrides, load_config
+from chorusdb.server.node import Node
+
+EXIT_CONFIG = 2
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("serve", help="run one node from its TOML config file")
+    p.add_argument("--config", required=True, type=Path, help="the node's TOML file")
+    p.add_argument("--client", help="override listen.client (HOST:PORT)")
+    p.add_argument("--admin", help="override listen.admin (HOST:PORT)")
+    p.add_argument("--peer", help="override listen.peer (HOST:PORT)")
+    p.add_argument("--data-dir", help="override node.data_dir")
+    p.add_argument("--durability", help="override storage.durability (fsync | os)")
+    p.add_argument("--requirepass", help="override clients.requirepass")
+    p.add_argument("--enable-debug-commands", action="store_true",
+                   help="accept test-only commands (fault injection); never in production")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        config = apply_overrides(
+            load_config(args.config), client=args.client, admin=args.admin, peer=args.peer,
+            data_dir=args.data_dir, durability=args.durability, requirepass=args.requirepass,
+            debug_commands=args.enable_debug_commands)
+    except ConfigError as e:
+        print(f"chorusdb: config error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        import uvloop
+    except ImportError:
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    return runner(_serve(config))
+
+
+async def _serve(config) -> int:
+    node = Node(config)
+    await node.start()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, node.request_stop)
+    client = node.bound_client_address()
+    print(f"chorusdb ready node={config.node_id} client={client} "
+          f"admin={config.admin.host}:{node.admin.port}", flush=True)
+    try:
+        await node.serve_until_stopped()
+    except Exception as e:          # a fatal storage error: stop, say why, exit non-zero
+        logging.getLogger("chorusdb").critical("node stopped: %s", e)
+        return 1
+    finally:
+        await node.stop()
+    return 0

@@ -1,0 +1,173 @@
+"""The RESP front door: one asyncio ``Protocol`` per client connection.
+
+Every ``data_received`` parses all complete commands in the chunk at once, answers the
+connection-level ones (PING, HELLO, AUTH, ...) on the spot, proposes the data commands to the
+node, and writes every reply that is ready with a single ``transport.write``. Replies keep the
+order of the commands even though data commands complete later (after the group commit): each
+command takes a slot in a FIFO, and the FIFO is flushed from its head as slots fill.
+
+A client that sends garbage gets ``-ERR Protocol error: ...`` and is disconnected, as Redis does;
+nothing it sent before the error is lost, nothing after it is run. A client that stops reading
+its replies is disconnected once ``client_output_buffer_bytes_max`` is queued. A client that
+disconnects mid-command simply goes away: its proposed commands still complete (they may have
+been acknowledged to nobody) and their replies are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+from chorusdb import limits
+from chorusdb.core.api import ClientCommand
+from chorusdb.replies import Error
+from chorusdb.server.connection_commands import ConnectionState, run_connection_command
+from chorusdb.wire.resp import RespParser, encode_replies
+
+if TYPE_CHECKING:
+    from chorusdb.server.node import Node
+
+PENDING = object()
+NOAUTH = Error("NOAUTH Authentication required.")
+ALLOWED_BEFORE_AUTH = frozenset({b"AUTH", b"HELLO", b"QUIT", b"RESET"})
+
+
+class Slot:
+    """One command's place in a connection's reply order, and the protocol version (2 or 3)
+    its reply is encoded in: the one in force when the command arrived (HELLO may change it for
+    the commands after it while earlier replies are still pending)."""
+
+    __slots__ = ("value", "name", "started", "protocol")
+
+    def __init__(self, value: object, name: str, started: float, protocol: int) -> None:
+        self.value = value
+        self.name = name
+        self.started = started
+        self.protocol = protocol
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client; see the module docstring."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.parser = RespParser()
+        self.state = ConnectionState(client_id=node.next_client_id(),
+                                     authenticated=not node.config.requirepass)
+        self.slots: deque[Slot] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.closing = False
+        self.last_activity = 0.0
+
+    # --- asyncio callbacks ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        metrics = self.node.metrics
+        metrics.connections_total += 1
+        if len(self.node.clients) >= self.node.config.clients_max:
+            metrics.rejected_connections += 1
+            transport.write(b"-ERR max number of clients reached\r\n")  # type: ignore[attr-defined]
+            transport.close()
+            self.closing = True
+            return
+        peer = transport.get_extra_info("peername")
+        self.state.address = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.node.clients.add(self)
+        metrics.connected_clients = len(self.node.clients)
+        self.last_activity = self.node.loop.time()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.node.clients.discard(self)
+        self.node.metrics.connected_clients = len(self.node.clients)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        node = self.node
+        node.metrics.bytes_in += len(data)
+        now = node.loop.time()
+        self.last_activity = now
+        parser = self.parser
+        parser.receive_data(data)
+        while True:
+            commands, error = parser.next_events(limits.commands_per_batch_max)
+            proposed = False
+            for args in commands:
+                proposed |= self._dispatch(args, now)
+                if self.closing:
+                    break
+            if proposed:
+                node.kick()
+            if error is not None:
+                node.metrics.protocol_errors += 1
+                self.slots.append(Slot(Error(f"ERR Protocol error: {error.message}"),
+                                       "protocol-error", now, self.state.protocol))
+                self.closing = True
+            if self.closing or len(commands) < limits.commands_per_batch_max:
+                break
+        self.flush()
+
+    # --- commands ---------------------------------------------------------------------------
+
+    def _dispatch(self, args: list[bytes], now: float) -> bool:
+        """Queue one command; returns True if it was proposed to the core."""
+        name = args[0].upper()
+        state = self.state
+        if not state.authenticated and name not in ALLOWED_BEFORE_AUTH:
+            self.slots.append(Slot(NOAUTH, self.node.metric_name(name), now, state.protocol))
+            return False
+        if name in self.node.connection_command_names:
+            protocol = state.protocol
+            value = run_connection_command(self.node, state, name, args)
+            if name == b"HELLO" and not isinstance(value, Error):
+                protocol = state.protocol           # HELLO answers in the protocol it chose
+            self.slots.append(Slot(value, self.node.metric_name(name), now, protocol))
+            if state.quit_requested:
+                self.closing = True
+            return False
+        slot = Slot(PENDING, self.node.metric_name(name), now, state.protocol)
+        self.slots.append(slot)
+        self.node.propose(ClientCommand(name, tuple(args[1:])), self, slot)
+        return True
+
+    def deliver(self, slot: Slot, value: object) -> None:
+        """Called by the node when a proposed command's reply is ready."""
+        slot.value = value
+
+    def flush(self) -> None:
+        """Write every reply at the head of the FIFO that is ready, in one write."""
+        slots = self.slots
+        if not slots or slots[0].value is PENDING:
+            if self.closing and not slots and self.transport is not None:
+                self.transport.close()
+            return
+        runs: list[tuple[int, list[object]]] = []     # consecutive replies of one protocol
+        observe = self.node.metrics.observe_command
+        now = self.node.loop.time()
+        while slots and slots[0].value is not PENDING:
+            slot = slots.popleft()
+            if not runs or runs[-1][0] != slot.protocol:
+                runs.append((slot.protocol, []))
+            runs[-1][1].append(slot.value)
+            observe(slot.name, now - slot.started)
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if len(runs) == 1:
+            payload = encode_replies(runs[0][1], runs[0][0])
+        else:
+            payload = b"".join(encode_replies(values, protocol) for protocol, values in runs)
+        self.node.metrics.bytes_out += len(payload)
+        transport.write(payload)
+        if transport.get_write_buffer_size() > limits.client_output_buffer_bytes_max:
+            transport.close()   # a client that does not read its replies
+            return
+        if self.closing and not slots:
+            transport.close()
+
+    def close_if_idle(self, now: float, idle_timeout_s: float) -> None:
+        if not self.slots and now - self.last_activity > idle_timeout_s and self.transport:
+            self.transport.close()

@@ -1,0 +1,338 @@
+"""Commands about the connection and the server, answered at the edge without the core.
+
+PING, ECHO, AUTH, HELLO, SELECT, INFO, ROLE, CLIENT, COMMAND, QUIT and RESET change only the
+connection's own state (protocol version, name, authentication) or describe the node, so they
+never enter the replication log. Their replies follow Redis 7 closely enough that redis-py,
+redis-cli and redis-benchmark cannot tell the difference.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from chorusdb.core.commands import COMMANDS, Argument, CommandSpec, KeySpec, check_arity
+from chorusdb.replies import OK, PONG, Error, Simple, wrong_arity
+
+if TYPE_CHECKING:
+    from chorusdb.server.node import Node
+
+REDIS_VERSION = "7.2.0"      # what we report: redis-py and redis-cli gate features on it
+CONNECTION_COMMAND_NAMES = frozenset({b"PING", b"ECHO", b"AUTH", b"HELLO", b"SELECT", b"INFO",
+                                      b"ROLE", b"CLIENT", b"COMMAND", b"QUIT", b"RESET"})
+client_name_bytes_max = 256
+
+WRONGPASS = Error("WRONGPASS invalid username-password pair or user is disabled.")
+NO_PASSWORD_SET = Error("ERR AUTH <password> called without any password configured for the "
+                        "default user. Are you sure your configuration is correct?")
+INFO_SECTIONS = ("server", "clients", "memory", "persistence", "replication", "keyspace")
+
+
+@dataclass(slots=True)
+class ConnectionState:
+    client_id: int
+    authenticated: bool
+    protocol: int = 2
+    name: str = ""
+    lib_name: str = ""
+    lib_ver: str = ""
+    address: str = "?"
+    created: float = field(default_factory=time.monotonic)
+    quit_requested: bool = False
+
+
+def run_connection_command(node: Node, state: ConnectionState, name: bytes,
+                           args: list[bytes]) -> object:
+    spec = COMMANDS[name]
+    if not check_arity(spec, len(args)):
+        return wrong_arity(spec.name)
+    return _HANDLERS[name](node, state, args[1:])
+
+
+def _ping(node: Node, state: ConnectionState, args: list[bytes]) -> object:
+    if len(args) > 1:
+        return wrong_arity("ping")
+    return args[0] if args else PONG
+
+
+def _echo(node: Node, state: ConnectionState, args: list[bytes]) -> object:
+    return args[0]
+
+
+def _authenticate(node: Node, state: ConnectionState, user: bytes, password: bytes) -> object:
+    expected = node.config.requirepass
+    if not expected:
+        return NO_PASSWORD_SET
+    if user != b"default" or not hmac.compare_digest(password, expected.encode()):
+        return WRONGPASS
+    state.authenticated = True
+    return OK
+
+
+def _auth(node: Node, state: ConnectionState, args: list[bytes]) -> object:
+    if len(args) > 2:
+        return Error("ERR syntax error")
+    user, password = (b"default", args[0]) if len(args) == 1 else (args[0], args[1])
+    return _authenticate(node, state, user, password)
+
+
+def _hello(node: Node, state: ConnectionState, args: list[bytes]) -> object:
+    protocol = state.protocol
+    if args:
+        try:
+            protocol = int(args[0])
+        except ValueError:
+            return Error("ERR Protocol version is not an integer or out of range")
+        if protocol not in (2, 3):
+            return Error("NOPROTO unsupported protocol version")
+    rest = args[1:]
+    pending_name = None
+    while rest:
+        option = rest[0].upper()
+        if option == b"AUTH" and len(rest) >= 3:
+            outcome = _authenticate(node, state, rest[1], rest[2])
+            if outcome is not OK:
+                return outcome
+            rest = rest[3:]
+        elif option == b"SETNAME" and len(rest) >= 2:
+            pending_name = rest[1]
+            rest = rest[2:]
+        else:
+            return Error(f"ERR Syntax error in HELLO option '{rest[0].decode('utf-8', 'replace')}'")
+    if not state.authenticated:
+        return Error("NOAUTH HELLO must be called with the client already authenticated, "
+                     "otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
+                     "authenticate the client and select the RESP protocol version at the same "
+                     "time")
+    if pending_name is not None:
+        state.name = pending_name.decode("utf-8", "replace")
+    state.protocol = protocol
+    return {
+        b"server": b"redis",
+        b"version": REDIS_VERSION.encode(),
+        b"proto": protocol,
+        b"id": state.client_id,
+        b"mode": b"standalone",
+        b"role": b"master" if node.is_writable_role() else b"replica",
+        b"modules": [],
+    }
+
+
+def _select(node: Node, state: ConnectionState, args: list[bytes]) -> object:
+    if args[0] != b"0":
+        try:
+            int(args[0])
+        except ValueError:
+            return Error("ERR value is not an integer or out of range")
+        return Error("ERR DB index is out of range")
+    return OK
+
+
+def _quit(node: Node, state: ConnectionState, args: list[bytes]) -> object:
+    state.quit_requested = True
+    return OK
+
+
+def _reset(node: Node, state: ConnectionState, args: list[bytes]) -> object:
+    state.protocol = 2
+    state.name = ""
+    state.authenticated = not node.config.requirepass
+    return Simple("RESET")
+
+
+def _role(node: Node, state: ConnectionState, args: list[bytes]) -> object:
+    status = node.core.status()
+    offset = status["position"]["index"]
+    if node.is_writable_role():
+        return [b"master", offset, []]
+    leader = node.leader_client_address()
+    host, port = (leader.host.encode(), leader.port) if leader else (b"?", 0)
+    return [b"slave", host, port, b"connected", offset]
+
+
+# --- CLIENT -----------------------------------------------------------------------------------
+
+
+def _client(node: Node, state: ConnectionState, args: list[bytes]) -> object:
+    sub = args[0].upper()
+    if sub == b"ID" and len(args) == 1:
+        return state.client_id
+    if sub == b"GETNAME" and len(args) == 1:
+        return state.name.encode() if state.name else None
+    if sub == b"SETNAME" and len(args) == 2:
+        name = args[1]
+        if len(name) > client_name_bytes_max or any(c <= 32 or c > 126 for c in name):
+            return Error("ERR Client names cannot contain spaces, newlines or special characters.")
+        state.name = name.decode()
+        return OK
+    if sub == b"SETINFO" and len(args) == 3:
+        attribute = args[1].upper()
+        value = args[2].decode("utf-8", "replace")
+        if attribute == b"LIB-NAME":
+            state.lib_name = value
+        elif attribute == b"LIB-VER":
+            state.lib_ver = value
+        else:
+            return Error(f"ERR Unrecognized option '{args[1].decode('utf-8', 'replace')}'")
+        return OK
+    if sub == b"LIST" and len(args) == 1:
+        return "".join(_client_line(other.state) + "\n"
+                       for other in sorted(node.clients, key=lambda c: c.state.client_id)).encode()
+    if sub == b"INFO" and len(args) == 1:
+        return (_client_line(state) + "\n").encode()
+    if sub in (b"ID", b"GETNAME", b"SETNAME", b"SETINFO", b"LIST", b"INFO"):
+        return wrong_arity(f"client|{sub.decode().lower()}")
+    return Error(f"ERR unknown subcommand '{args[0].decode('utf-8', 'replace')}'. "
+                 "Try CLIENT HELP.")
+
+
+def _client_line(state: ConnectionState) -> str:
+    age = int(time.monotonic() - state.created)
+    return (f"id={state.client_id} addr={state.address} name={state.name} age={age} db=0 "
+            f"resp={state.protocol} lib-name={state.lib_name} lib-ver={state.lib_ver}")
+
+
+# --- COMMAND ----------------------------------------------------------------------------------
+
+
+def _command_info(spec: CommandSpec) -> list:
+    """One entry of COMMAND / COMMAND INFO, the ten fields of Redis 7."""
+    return [spec.name.encode(), spec.arity, [Simple(f) for f in spec.flags], spec.first_key,
+            spec.last_key, spec.step, [Simple(c) for c in spec.acl_categories],
+            [t.encode() for t in spec.tips], [_key_spec(k) for k in spec.key_specs],
+            [_command_info(sub) for sub in spec.subcommands]]
+
+
+def _key_spec(key_spec: KeySpec) -> dict:
+    return {b"flags": [Simple(f) for f in key_spec.flags],
+            b"begin_search": {b"type": b"index", b"spec": {b"index": key_spec.begin_index}},
+            b"find_keys": {b"type": b"range",
+                           b"spec": {b"lastkey": key_spec.last_key,
+                                     b"keystep": key_spec.key_step,
+                                     b"limit": key_spec.limit}}}
+
+
+def _argument_doc(argument: Argument) -> dict:
+    doc: dict = {b"name": argument.name.encode(), b"type": argument.type.encode()}
+    if argument.display_text:
+        doc[b"display_text"] = argument.display_text.encode()
+    if argument.key_spec_index >= 0:
+        doc[b"key_spec_index"] = argument.key_spec_index
+    if argument.token:
+        doc[b"token"] = argument.token.encode()
+    if argument.flags:
+        doc[b"flags"] = [Simple(f) for f in argument.flags]
+    if argument.value:
+        doc[b"arguments"] = [_argument_doc(child) for child in argument.value]
+    return doc
+
+
+def _command_docs(spec: CommandSpec) -> dict:
+    """One entry of COMMAND DOCS: what redis-cli builds its hints from."""
+    doc: dict = {b"summary": spec.summary.encode(), b"since": spec.since.encode(),
+                 b"group": spec.group.encode(), b"complexity": spec.complexity.encode()}
+    if spec.doc_flags:
+        doc[b"doc_flags"] = [Simple(f) for f in spec.doc_flags]
+    if spec.deprecated_since:
+        doc[b"deprecated_since"] = spec.deprecated_since.encode()
+        doc[b"replaced_by"] = spec.replaced_by.encode()
+    if spec.arguments:
+        doc[b"arguments"] = [_argument_doc(a) for a in spec.arguments]
+    if spec.subcommands:
+        doc[b"subcommands"] = {sub.name.encode(): _command_docs(sub) for sub in spec.subcommands}
+    return doc
+
+
+def _command(node: Node, state: ConnectionState, args: list[bytes]) -> object:
+    if not args:
+        return [_command_info(spec) for spec in COMMANDS.values()]
+    sub = args[0].upper()
+    wanted = [COMMANDS.get(a.upper()) for a in args[1:]]
+    if sub == b"COUNT":
+        return len(COMMANDS)
+    if sub == b"LIST":
+        return [spec.name.encode() for spec in COMMANDS.values()]
+    if sub == b"INFO":
+        if not args[1:]:
+            return [_command_info(spec) for spec in COMMANDS.values()]
+        return [None if spec is None else _command_info(spec) for spec in wanted]
+    if sub == b"DOCS":
+        specs = COMMANDS.values() if not args[1:] else [s for s in wanted if s is not None]
+        docs: dict = {}
+        for spec in specs:
+            docs[spec.name.encode()] = _command_docs(spec)
+        return docs
+    return Error(f"ERR unknown subcommand '{args[0].decode('utf-8', 'replace')}'. "
+                 "Try COMMAND HELP.")
+
+
+# --- INFO -------------------------------------------------------------------------------------
+
+
+def _info(node: Node, state: ConnectionState, args: list[bytes]) -> object:
+    wanted = {a.decode("utf-8", "replace").lower() for a in args}
+    if not wanted or wanted & {"all", "everything", "default"}:
+        sections = INFO_SECTIONS
+    else:
+        sections = tuple(s for s in INFO_SECTIONS if s in wanted)
+    blocks = []
+    for section in sections:
+        fields = _INFO_BUILDERS[section](node)
+        blocks.append(f"# {section.capitalize()}\r\n"
+                      + "".join(f"{k}:{v}\r\n" for k, v in fields))
+    return "\r\n".join(blocks).encode()
+
+
+def _info_server(node: Node) -> list[tuple[str, object]]:
+    uptime = int(time.monotonic() - node.started_monotonic)
+    return [("redis_version", REDIS_VERSION), ("chorusdb_version", node.version),
+            ("redis_mode", "standalone"), ("os", f"{platform.system()} {platform.release()}"),
+            ("arch_bits", 64), ("process_id", os.getpid()), ("run_id", node.run_id),
+            ("tcp_port", node.config.client.port), ("uptime_in_seconds", uptime),
+            ("uptime_in_days", uptime // 86400), ("chorus_node_id", node.config.node_id),
+            ("chorus_mode", node.config.mode)]
+
+
+def _info_clients(node: Node) -> list[tuple[str, object]]:
+    return [("connected_clients", len(node.clients)), ("maxclients", node.config.clients_max),
+            ("blocked_clients", 0)]
+
+
+def _info_memory(node: Node) -> list[tuple[str, object]]:
+    used = node.resident_bytes()
+    return [("used_memory", used), ("used_memory_human", f"{used / 1048576:.2f}M"),
+            ("maxmemory", 0), ("maxmemory_policy", "noeviction")]
+
+
+def _info_persistence(node: Node) -> list[tuple[str, object]]:
+    metrics = node.metrics
+    return [("loading", 0), ("async_loading", 0), ("rdb_bgsave_in_progress", 0),
+            ("aof_enabled", 0), ("chorus_durability", node.config.durability),
+            ("chorus_transactions", metrics.transactions), ("chorus_fsyncs", metrics.fsyncs)]
+
+
+def _info_replication(node: Node) -> list[tuple[str, object]]:
+    status = node.core.status()
+    role = "master" if node.is_writable_role() else "slave"
+    return [("role", role), ("connected_slaves", len(status["members"])),
+            ("master_repl_offset", status["position"]["index"]),
+            ("chorus_role", status["role"]), ("chorus_epoch", status["epoch"])]
+
+
+def _info_keyspace(node: Node) -> list[tuple[str, object]]:
+    keys, expires = node.keyspace_counts()
+    return [("db0", f"keys={keys},expires={expires},avg_ttl=0")] if keys else []
+
+
+_INFO_BUILDERS = {"server": _info_server, "clients": _info_clients, "memory": _info_memory,
+                  "persistence": _info_persistence, "replication": _info_replication,
+                  "keyspace": _info_keyspace}
+
+_HANDLERS = {b"PING": _ping, b"ECHO": _echo, b"AUTH": _auth, b"HELLO": _hello,
+             b"SELECT": _select, b"INFO": _info, b"ROLE": _role, b"CLIENT": _client,
+             b"COMMAND": _command, b"QUIT": _quit, b"RESET": _reset}
+assert _HANDLERS.keys() == CONNECTION_COMMAND_NAMES
