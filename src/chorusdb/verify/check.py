@@ -1,0 +1,81 @@
+"""One entry point for a run: the checkers a replication mode's claims call for.
+
+A replication mode claims a set of properties (what it guarantees under faults, and what it
+must never do); each claim runs these checkers:
+
+=====================  ==================================================================
+claim                  checkers
+=====================  ==================================================================
+``linearizable``       ``linearizability`` on every key, and ``list_append`` with all rules
+``consistent_prefix``  ``list_append`` with the convergent rules (prefix, duplicates, future)
+``no_lost_writes``     ``lost_writes`` against ``final_state.values``, with loss windows
+``convergence``        ``convergence`` of ``final_state.digests`` / ``final_state.dumps``
+``session``            ``session`` on list keys, ordered by ``final_state.values``
+=====================  ==================================================================
+
+An anomaly a mode allows only under stated faults (an async failover losing acknowledged
+writes) is expressed as a ``LossWindow``: allowed, attributed and counted. The claim stays;
+only a property the mode never promises is left out (async modes do not claim
+``linearizable``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from chorusdb.verify.convergence import check_convergence
+from chorusdb.verify.history import History, Value
+from chorusdb.verify.linearizability import check_linearizability
+from chorusdb.verify.list_append import ALL_RULES, CONVERGENT_RULES, check_list_append
+from chorusdb.verify.lost_writes import LossWindow, check_lost_writes
+from chorusdb.verify.result import CheckResult
+from chorusdb.verify.session import check_session
+
+LINEARIZABLE: Final = "linearizable"
+CONSISTENT_PREFIX: Final = "consistent_prefix"
+NO_LOST_WRITES: Final = "no_lost_writes"
+CONVERGENCE: Final = "convergence"
+SESSION: Final = "session"
+CLAIMS: Final = frozenset({LINEARIZABLE, CONSISTENT_PREFIX, NO_LOST_WRITES, CONVERGENCE, SESSION})
+
+
+@dataclass(frozen=True, slots=True)
+class FinalState:
+    """What the run observed after heal and quiesce.
+
+    ``values``: every key the workload used -> its final value (from the linearizable read, or
+    from one replica; absent means the key does not exist). ``digests``: node -> data digest.
+    ``dumps``: node -> key -> value, optional, to show where replicas differ.
+    """
+
+    values: Mapping[bytes, Value] = field(default_factory=dict)
+    digests: Mapping[str, str] = field(default_factory=dict)
+    dumps: Mapping[str, Mapping[bytes, Value]] = field(default_factory=dict)
+
+
+def check_all(
+    history: History,
+    *,
+    final_state: FinalState,
+    loss_windows: Iterable[LossWindow] = (),
+    claims: Iterable[str],
+) -> list[CheckResult]:
+    """Run the checkers ``claims`` call for (module docstring), in a fixed order."""
+    claimed = frozenset(claims)
+    if not claimed <= CLAIMS:
+        raise ValueError(f"unknown claims {sorted(claimed - CLAIMS)}; known: {sorted(CLAIMS)}")
+    results = []
+    if LINEARIZABLE in claimed:
+        results.append(check_linearizability(history))
+        results.append(check_list_append(history, rules=ALL_RULES))
+    elif CONSISTENT_PREFIX in claimed:
+        results.append(check_list_append(history, rules=CONVERGENT_RULES))
+    if NO_LOST_WRITES in claimed:
+        results.append(check_lost_writes(history, final_state.values, loss_windows))
+    if CONVERGENCE in claimed:
+        results.append(check_convergence(final_state.digests, final_state.dumps))
+    if SESSION in claimed:
+        results.append(check_session(history, final_state.values))
+    return results
