@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(subparsers)
     up.register(subparsers)
     status.register(subparsers)
+    from chorusdb.cli import sim
+    sim.register(subparsers)
     return parser
 
 
