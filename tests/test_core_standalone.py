@@ -148,3 +148,18 @@ def test_a_write_with_an_oversized_key_is_refused_and_changes_nothing():
     assert ready.writes == []
     assert ready.replies[0].value.text.startswith("ERR key is longer than")
     assert ready.replies[1].value is None
+
+
+def test_digest_depends_on_the_data_not_on_the_history():
+    first, second = fresh_core(), fresh_core()
+    for core, order in ((first, ("a", "b")), (second, ("b", "a"))):
+        for i, key in enumerate(order):
+            core.propose(command("SET", key, "v"), i, T0)
+        core.propose(command("SET", "c", "x"), 5, T0)
+        core.propose(command("DEL", "c"), 6, T0)
+        core.propose(command("CHORUS.DIGEST"), 9, T0)
+    one, two = first.ready().replies[-1].value, second.ready().replies[-1].value
+    assert one == two and len(one) == 64
+    second.propose(command("SET", "a", "w"), 10, T0)
+    second.propose(command("CHORUS.DIGEST"), 11, T0)
+    assert second.ready().replies[-1].value != one

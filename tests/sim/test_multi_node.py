@@ -45,6 +45,10 @@ class GossipCore:
         self.pending = Ready()
 
     def propose(self, command: ClientCommand, request_id: int, now_ms: int) -> None:
+        if command.name == b"CHORUS.DIGEST":
+            self.pending.replies.append(
+                ClientReply(request_id, self.keyspace.digest(now_ms).encode()))
+            return
         reply, effects = self.keyspace.execute(command, now_ms)
         for effect in effects:
             self.position = Position(0, self.position.index + 1)

@@ -10,7 +10,8 @@ and drains its output with ``ready()``, which returns a ``Ready``. The driver ca
 out in this order and then calls ``advance(ready)``:
 
 1. persist ``writes``, in order, in one transaction (fsync'd where the node promises durability);
-2. send ``messages`` to peers;
+2. send ``messages`` to peers: every message carries a ``target`` attribute, the member id it
+   is for, and the driver routes by it;
 3. send ``replies`` to clients, by request id;
 4. record ``notes`` (logs, metrics, history);
 5. schedule ``tick`` no later than ``deadline_ms``.
@@ -107,9 +108,17 @@ class CoreConfig:
 
 
 class Core(Protocol):
-    """The interface of every replication mode; the drivers know nothing else about a core."""
+    """The interface of every replication mode; the drivers know nothing else about a core.
+
+    ``CLAIMS`` names what the mode promises, in the checkers' vocabulary (``linearizable``,
+    ``consistent_prefix``, ``no_lost_writes``, ``convergence``, ``session``): the simulator and
+    the fault harness check exactly these, so a mode that promises less says so here.
+    ``KNOWN_BUGS`` maps the defects that ``CoreConfig.bugs`` can switch on to what they break.
+    """
 
     mode: str
+    CLAIMS: frozenset[str]
+    KNOWN_BUGS: dict[str, str]
 
     def __init__(self, config: CoreConfig, recovered: RecoveredState, rng: random.Random,
                  now_ms: int) -> None: ...

@@ -522,6 +522,9 @@ _SPECS: tuple[CommandSpec, ...] = (
     _keyless("chorus.position", 1, ("loading", "stale", "fast"), "chorus",
              "Returns this node's replication log position as epoch:index.", "0.1.0", "server",
              _CONNECTION_FAST),
+    _keyless("chorus.digest", 1, ("loading", "stale"), "chorus",
+             "Returns a SHA-256 digest of this node's live data: replicas holding the same data "
+             "answer the same digest.", "0.1.0", "server", _CONNECTION_FAST),
 )
 
 COMMANDS: dict[bytes, CommandSpec] = {spec.name.upper().encode(): spec for spec in _SPECS}

@@ -54,6 +54,8 @@ class StandaloneCore:
     """One node that owns all data; see the module docstring."""
 
     mode = "standalone"
+    CLAIMS = frozenset({"linearizable", "consistent_prefix", "no_lost_writes", "convergence",
+                        "session"})
     KNOWN_BUGS = {
         "ack_before_persist": "replies are sent one Ready before the writes they acknowledge",
         "del_not_persisted": "DEL is logged but its data rows are never deleted on disk",
@@ -147,6 +149,8 @@ class StandaloneCore:
             return self._wait(command.args)
         if command.name == b"CHORUS.POSITION":
             return str(self.last_position).encode()
+        if command.name == b"CHORUS.DIGEST":
+            return self.keyspace.digest(now_ms).encode()
         raise AssertionError(f"{spec.name} is handled by the server, not the core")
 
     def _wait(self, args: tuple[bytes, ...]) -> object:

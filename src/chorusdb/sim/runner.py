@@ -14,8 +14,9 @@
    cannot is a liveness failure (and the seed stops there: without a quiesced cluster there is
    no final state to judge).
 4. *Final reads*: every key ever used is read on every node with a local read (proposed
-   straight to the core, no network) and recorded in the history; their values make each
-   node's digest, and digests must agree (convergence; trivial with one node, still checked).
+   straight to the core, no network) and recorded in the history, and every node is asked for
+   ``CHORUS.DIGEST`` of all its data: digests must agree (convergence; trivial with one node,
+   still checked).
 5. *Checks*: ``verify.check_all`` with the mode's claims, the final state and the loss windows.
 
 **Loss windows** (durability ``"os"`` only). With ``"os"`` a node acknowledges a write once it
@@ -43,12 +44,12 @@ stops the run and is reported with where it was raised.
 
 from __future__ import annotations
 
-import hashlib
 import traceback
+from functools import partial
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from chorusdb.core.api import CoreConfig, Probe, Ready
+from chorusdb.core.api import ClientCommand, CoreConfig, Probe, Ready
 from chorusdb.core.model import RecoveredState
 from chorusdb.core.modes import core_class
 from chorusdb.sim.clock import NodeClock
@@ -76,11 +77,11 @@ from chorusdb.verify.lost_writes import LOSS_WINDOW_NOTE, LossWindow
 from chorusdb.verify.render import render_results
 from chorusdb.verify.result import CheckResult
 
+DIGEST_COMMAND = ClientCommand(b"CHORUS.DIGEST", ())
 events_per_seed_max = 1_000_000     # a seed runs ~20-40 k; more means something spins
 traceback_frames_max = 12            # innermost frames shown when a run raises
 final_reads_us_max = 5_000_000       # local reads must all be answered within this
 clock_epoch_ms = 1_700_000_000_000   # every node's clock starts near this wall time
-STRONGEST_CLAIMS = frozenset({LINEARIZABLE, NO_LOST_WRITES, CONVERGENCE, SESSION})
 # Not held on keys a loss damaged (module docstring); the other claims judge every key.
 CLAIMS_VOIDED_BY_LOSS = frozenset({LINEARIZABLE, CONSISTENT_PREFIX, SESSION})
 DAMAGED_KEY_RULES = frozenset({NO_DUPLICATES, NO_FUTURE})  # still held on those keys
@@ -235,6 +236,7 @@ class SeedRun:
                                clients=clients, params=params, recorder=self.recorder)
         self.final_reads: dict[str, dict[bytes, object]] = {node_id: {} for node_id in node_ids}
         self._final_reads_expected = 0
+        self.node_digests: dict[str, str] = {}
 
     # --- phases -------------------------------------------------------------------------------
 
@@ -274,27 +276,28 @@ class SeedRun:
                 expected += 1
                 node.propose_locally(workload.new_request_id(), command,
                                      _FinalRead(self, node_id, key, process).answer)
+            node.propose_locally(workload.new_request_id(), DIGEST_COMMAND,
+                                 partial(self._digest_answered, node_id))
         self._final_reads_expected = expected
         self.world.run_until(self.world.now_us + final_reads_us_max, done=self._all_answered)
         if self._all_answered():
             return []
-        answered = sum(len(reads) for reads in self.final_reads.values())
+        answered = sum(len(reads) for reads in self.final_reads.values()) + len(self.node_digests)
+        expected += len(self.nodes)
         return [f"final reads: {expected - answered} of {expected} unanswered within "
                 f"{final_reads_us_max / 1e6:.0f} s"]
 
     def _all_answered(self) -> bool:
         answered = sum(len(reads) for reads in self.final_reads.values())
-        return answered == self._final_reads_expected
+        return (answered == self._final_reads_expected
+                and len(self.node_digests) == len(self.nodes))
+
+    def _digest_answered(self, node_id: str, value: object) -> None:
+        self.node_digests[node_id] = value.decode() if isinstance(value, bytes) else repr(value)
 
     def digests(self) -> dict[str, str]:
-        """Per node, a digest of its final reads (keys in order with the values they showed)."""
-        digests = {}
-        for node_id, reads in self.final_reads.items():
-            digest = hashlib.blake2b(digest_size=16)
-            for key, value in sorted(reads.items()):
-                digest.update(repr((key, value)).encode())
-            digests[node_id] = digest.hexdigest()
-        return digests
+        """Per node, the digest of all its live data (``CHORUS.DIGEST``), read after heal."""
+        return dict(self.node_digests)
 
 
 @dataclass(slots=True)
@@ -335,9 +338,8 @@ def run_seed(config: SimConfig, seed: int) -> SeedReport:
 
 
 def claims_of(mode: str) -> frozenset[str]:
-    """What ``mode`` promises: its core class's ``CLAIMS`` if it declares them, else all of
-    ``STRONGEST_CLAIMS`` (a mode that promises less says so on its class)."""
-    claims = frozenset(getattr(core_class(mode), "CLAIMS", STRONGEST_CLAIMS))
+    """What ``mode`` promises: its core class's ``CLAIMS`` (part of the core contract)."""
+    claims = core_class(mode).CLAIMS
     assert claims <= CLAIMS, f"{mode} claims unknown properties {sorted(claims - CLAIMS)}"
     return claims
 
