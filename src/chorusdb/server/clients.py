@@ -90,13 +90,14 @@ class ClientConnection(asyncio.Protocol):
         node.metrics.bytes_in += len(data)
         now = node.loop.time()
         self.last_activity = now
+        now_ms = node.now_ms()
         parser = self.parser
         parser.receive_data(data)
         while True:
             commands, error = parser.next_events(limits.commands_per_batch_max)
             proposed = False
             for args in commands:
-                proposed |= self._dispatch(args, now)
+                proposed |= self._dispatch(args, now, now_ms)
                 if self.closing:
                     break
             if proposed:
@@ -112,7 +113,7 @@ class ClientConnection(asyncio.Protocol):
 
     # --- commands ---------------------------------------------------------------------------
 
-    def _dispatch(self, args: list[bytes], now: float) -> bool:
+    def _dispatch(self, args: list[bytes], now: float, now_ms: int) -> bool:
         """Queue one command; returns True if it was proposed to the core."""
         name = args[0].upper()
         state = self.state
@@ -130,7 +131,7 @@ class ClientConnection(asyncio.Protocol):
             return False
         slot = Slot(PENDING, self.node.metric_name(name), now, state.protocol)
         self.slots.append(slot)
-        self.node.propose(ClientCommand(name, tuple(args[1:])), self, slot)
+        self.node.propose(ClientCommand(name, tuple(args[1:])), self, slot, now_ms)
         return True
 
     def deliver(self, slot: Slot, value: object) -> None:

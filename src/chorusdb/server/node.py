@@ -158,10 +158,12 @@ class Node:
 
     # --- the core contract --------------------------------------------------------------------
 
-    def propose(self, command: ClientCommand, connection: ClientConnection, slot: Slot) -> None:
+    def propose(self, command: ClientCommand, connection: ClientConnection, slot: Slot,
+                now_ms: int) -> None:
+        """Propose one client command; ``now_ms`` is read once per batch by the caller."""
         request_id = next(self._request_ids)
         self._waiting[request_id] = (connection, slot)
-        self.core.propose(command, request_id, self.now_ms())
+        self.core.propose(command, request_id, now_ms)
 
     def kick(self) -> None:
         if not self._pump_scheduled:

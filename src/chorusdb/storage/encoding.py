@@ -16,7 +16,7 @@ tag  type                where it is stored
 13   ``DeleteKeys``      effect of a log entry
 14   ``SetExpiry``       effect of a log entry
 15   ``FlushAll``        effect of a log entry
-20   ``LogEntry``        the ``entry`` column of the SQLite ``log`` table
+20   ``LogEntry``        inside the in-memory store's records
 30   ``PutRecord``       a write, in an in-memory store record
 31   ``DeleteRecord``    a write, in an in-memory store record
 32   ``ClearRecords``    a write, in an in-memory store record
@@ -30,10 +30,12 @@ Three formats are built from these:
 
 - **Record values** (the SQLite ``data.value`` column): a string is its bytes as they are; a list
   is the msgpack array of its items. The kind is a column of its own, so the value needs no tag.
-- **Log entries** (the SQLite ``log`` table): the encoded ``LogEntry`` (position included) and a
-  CRC32C over exactly those bytes in the ``crc`` column. On read the CRC is checked, the bytes
-  are decoded and the decoded position must equal the row's ``(epoch, idx)``; any failure raises
-  ``CorruptRecord``, because a record that fails its check is an error, never data.
+- **Log entries** (the SQLite ``log`` table): the encoded effect in the ``entry`` column (the
+  position is the row's own ``(epoch, idx)``) and, in the ``crc`` column, a CRC32C over the
+  position (two big-endian u64) followed by those bytes — so an entry found at another position
+  than it was written at fails too. On read the CRC is checked and the bytes must decode to an
+  effect; any failure raises ``CorruptRecord``, because a record that fails its check is an
+  error, never data.
 - **Storage records** (the in-memory store's disk model, and its snapshot images): one record per
   transaction, ``crc32c(payload)`` as 4 big-endian bytes followed by ``payload``, the encoded
   tuple of the transaction's operations (writes, ``TrimLog``, ``ResetStore``). A record cut short
@@ -47,6 +49,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 import crc32c
+import struct
 
 from chorusdb.core.model import (
     AppendEntry,
@@ -66,6 +69,8 @@ from chorusdb.core.model import (
     SetValue,
 )
 from chorusdb.wire.codec import CodecError, DataclassCodec
+
+EFFECT_TYPES = frozenset({SetValue, PushItems, PopItems, DeleteKeys, SetExpiry, FlushAll})
 
 crc_bytes = 4
 """Length of the CRC32C that starts every storage record (big-endian)."""
@@ -148,26 +153,37 @@ def decode_record(kind: int, value: bytes, expire_at_ms: int, version: int) -> R
 # --- log entries ----------------------------------------------------------------------------------
 
 
-def encode_entry(entry: LogEntry) -> bytes:
-    """The ``log.entry`` column of ``entry``; its ``crc`` column is ``checksum`` of the result."""
-    return _codec.encode(entry)
+_POSITION = struct.Struct(">QQ")
+
+
+def _entry_checksum(position: Position, data: bytes) -> int:
+    """CRC32C over the position and the encoded effect: an intact effect stored at another
+    position than the one it was written at fails the check too."""
+    return crc32c.crc32c(data, crc32c.crc32c(_POSITION.pack(position.epoch, position.index)))
+
+
+def encode_entry(entry: LogEntry) -> tuple[bytes, int]:
+    """The ``log.entry`` and ``log.crc`` columns of ``entry``. The position lives in the row's
+    own columns, so the blob holds only the effect (one dataclass to encode, not three)."""
+    data = _codec.encode(entry.effect)
+    return data, _entry_checksum(entry.position, data)
 
 
 def decode_entry(position: Position, data: bytes, crc: int) -> LogEntry:
     """The entry stored at ``position`` as ``data`` with checksum ``crc``, checked.
 
-    Raises ``CorruptRecord`` when the CRC does not match, the bytes do not decode to a
-    ``LogEntry``, or the entry claims another position than the row that holds it.
+    Raises ``CorruptRecord`` when the CRC does not match (damaged bytes, or an entry moved to
+    another position) or the bytes do not decode to an effect.
     """
-    if type(data) is not bytes or checksum(data) != crc:
+    if type(data) is not bytes or _entry_checksum(position, data) != crc:
         raise CorruptRecord(f"log entry {position}: CRC32C mismatch")
     try:
-        entry = _codec.decode(data)
+        effect = _codec.decode(data)
     except CodecError as error:
         raise CorruptRecord(f"log entry {position}: {error}") from error
-    if type(entry) is not LogEntry or entry.position != position:
-        raise CorruptRecord(f"log entry {position}: holds {entry!r:.80}")
-    return entry
+    if type(effect) not in EFFECT_TYPES:
+        raise CorruptRecord(f"log entry {position}: holds {effect!r:.80}")
+    return LogEntry(position, effect)
 
 
 # --- storage records ------------------------------------------------------------------------------
