@@ -317,3 +317,23 @@ def test_up_starts_a_node_and_stops_it_on_ctrl_c(tmp_path):
     finally:
         process.send_signal(2)
         assert process.wait(30) == 0
+
+
+def test_clients_beyond_the_limit_are_refused(node_factory):
+    node = node_factory(clients_max=2)
+    first, second = client_for(node), client_for(node)
+    assert first.ping() and second.ping()
+    assert raw_exchange(node, b"PING\r\n").startswith(b"-ERR max number of clients reached")
+    first.connection_pool.disconnect()
+    time.sleep(0.2)
+    assert raw_exchange(node, b"PING\r\n") == b"+PONG\r\n"
+
+
+def test_idle_clients_are_disconnected(node_factory):
+    node = node_factory(idle_timeout_s=1)
+    with socket.create_connection((node.host, node.port), timeout=10) as s:
+        s.sendall(b"PING\r\n")
+        assert s.recv(100) == b"+PONG\r\n"
+        started = time.monotonic()
+        assert s.recv(100) == b""          # closed by the server
+        assert 0.5 < time.monotonic() - started < 8
