@@ -68,9 +68,8 @@ from chorusdb.core.model import (
     SetExpiry,
     SetValue,
 )
+from chorusdb.storage.base import EFFECT_TYPES
 from chorusdb.wire.codec import CodecError, DataclassCodec
-
-EFFECT_TYPES = frozenset({SetValue, PushItems, PopItems, DeleteKeys, SetExpiry, FlushAll})
 
 crc_bytes = 4
 """Length of the CRC32C that starts every storage record (big-endian)."""
