@@ -119,6 +119,9 @@ class Node:
         """Graceful: stop accepting, finish what was received, close storage."""
         for server in self._servers:
             server.close()
+        for client in self.clients:             # what they sent already still completes
+            if client.transport is not None and not client.transport.is_closing():
+                client.transport.pause_reading()
         deadline = self.loop.time() + limits.shutdown_drain_timeout_s
         while (self._persisting or self.core.has_ready()) and self.loop.time() < deadline \
                 and self._fatal is None:
