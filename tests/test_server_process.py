@@ -323,7 +323,7 @@ def test_clients_beyond_the_limit_are_refused(node_factory):
     node = node_factory(clients_max=2)
     first, second = client_for(node), client_for(node)
     assert first.ping() and second.ping()
-    assert raw_exchange(node, b"PING\r\n").startswith(b"-ERR max number of clients reached")
+    assert raw_exchange(node, b"").startswith(b"-ERR max number of clients reached")
     first.connection_pool.disconnect()
     time.sleep(0.2)
     assert raw_exchange(node, b"PING\r\n") == b"+PONG\r\n"
@@ -337,3 +337,21 @@ def test_idle_clients_are_disconnected(node_factory):
         started = time.monotonic()
         assert s.recv(100) == b""          # closed by the server
         assert 0.5 < time.monotonic() - started < 8
+
+
+def test_a_client_that_does_not_read_its_replies_is_paused_not_buffered(node):
+    """More pipelined commands than limits.pending_replies_max, sent by a client that reads
+    nothing until it has sent everything: the server pauses it, then answers them all."""
+    from chorusdb import limits
+    count = limits.pending_replies_max * 2 + 10
+    payload = b"*2\r\n$4\r\nINCR\r\n$1\r\nn\r\n" * count
+    with socket.create_connection((node.host, node.port), timeout=60) as s:
+        s.sendall(payload)
+        expected_tail = b":%d\r\n" % count
+        received = bytearray()
+        while not received.endswith(expected_tail):
+            chunk = s.recv(1 << 20)
+            assert chunk, "server closed the connection"
+            received += chunk
+    assert received.count(b"\r\n") == count
+    assert client_for(node).get("n") == str(count).encode()

@@ -22,6 +22,9 @@ query_buffer_bytes_max = value_bytes_max + 1024 * 1024
 client_output_buffer_bytes_max = 256 * 1024 * 1024
 # Commands parsed from one read before the batch is handed on (keeps one batch bounded).
 commands_per_batch_max = 4096
+# Replies a client may have outstanding (pipelined, not yet written) before the server stops
+# reading its socket; reading resumes when half of them are written.
+pending_replies_max = 65_536
 
 # --- server -----------------------------------------------------------------------------------
 clients_max = 10_000

@@ -6,6 +6,8 @@ node, and writes every reply that is ready with a single ``transport.write``. Re
 order of the commands even though data commands complete later (after the group commit): each
 command takes a slot in a FIFO, and the FIFO is flushed from its head as slots fill.
 
+A client that pipelines faster than the node commits is paused (its socket is not read) once
+``pending_replies_max`` of its replies are outstanding, and resumed when half are written.
 A client that sends garbage gets ``-ERR Protocol error: ...`` and is disconnected, as Redis does;
 nothing it sent before the error is lost, nothing after it is run. A client that stops reading
 its replies is disconnected once ``client_output_buffer_bytes_max`` is queued. A client that
@@ -58,6 +60,7 @@ class ClientConnection(asyncio.Protocol):
         self.slots: deque[Slot] = deque()
         self.transport: asyncio.Transport | None = None
         self.closing = False
+        self.reading_paused = False
         self.last_activity = 0.0
 
     # --- asyncio callbacks ------------------------------------------------------------------
@@ -88,13 +91,28 @@ class ClientConnection(asyncio.Protocol):
             return
         node = self.node
         node.metrics.bytes_in += len(data)
+        self.last_activity = node.loop.time()
+        self.parser.receive_data(data)
+        self._drain()
+        self.flush()
+
+    def _drain(self) -> None:
+        """Run the complete commands the parser holds, as long as fewer than
+        ``pending_replies_max`` replies are waiting; above that, stop reading from the socket
+        until ``flush`` has written enough of them (a client cannot queue unbounded work)."""
+        node = self.node
         now = node.loop.time()
-        self.last_activity = now
         now_ms = node.now_ms()
         parser = self.parser
-        parser.receive_data(data)
-        while True:
-            commands, error = parser.next_events(limits.commands_per_batch_max)
+        while not self.closing:
+            room = limits.pending_replies_max - len(self.slots)
+            if room <= 0:
+                if not self.reading_paused and self.transport is not None:
+                    self.transport.pause_reading()
+                    self.reading_paused = True
+                return
+            wanted = min(room, limits.commands_per_batch_max)
+            commands, error = parser.next_events(wanted)
             proposed = False
             for args in commands:
                 proposed |= self._dispatch(args, now, now_ms)
@@ -107,9 +125,8 @@ class ClientConnection(asyncio.Protocol):
                 self.slots.append(Slot(Error(f"ERR Protocol error: {error.message}"),
                                        "protocol-error", now, self.state.protocol))
                 self.closing = True
-            if self.closing or len(commands) < limits.commands_per_batch_max:
-                break
-        self.flush()
+            if len(commands) < wanted:
+                return
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -168,6 +185,12 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.closing and not slots:
             transport.close()
+        elif self.reading_paused and len(slots) < limits.pending_replies_max // 2:
+            self.reading_paused = False
+            transport.resume_reading()
+            self._drain()
+            if slots and slots[0].value is not PENDING:
+                self.flush()
 
     def close_if_idle(self, now: float, idle_timeout_s: float) -> None:
         if not self.slots and now - self.last_activity > idle_timeout_s and self.transport:
