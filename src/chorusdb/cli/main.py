@@ -25,8 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(subparsers)
     up.register(subparsers)
     status.register(subparsers)
-    from chorusdb.cli import sim
+    # Imported here, not at the top: ``chorusdb serve`` need not load the simulator or the
+    # benchmark harness.
+    from chorusdb.cli import bench, sim
     sim.register(subparsers)
+    bench.register(subparsers)
     return parser
 
 

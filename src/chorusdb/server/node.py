@@ -20,6 +20,7 @@ the node stops rather than acknowledge anything it could not persist.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
 import random
@@ -44,6 +45,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("chorusdb.node")
 
 idle_check_interval_s = 1.0
+# The cyclic garbage collector walks every tracked object on a full collection; a node holds
+# every record in memory and makes no cycles on its hot path, so full collections of a large
+# keyspace (~120 ms each at 10^5 keys) were 40 % of the event loop's time under load. The
+# recovered data is frozen out of the collector's sight, and the young generation is collected
+# less often (CPython's default threshold is 700 allocations).
+gc_young_threshold_objects = 50_000
+gc_middle_threshold_collections = 20
+gc_old_threshold_collections = 100
 
 
 class Node:
@@ -85,12 +94,17 @@ class Node:
             lambda: SqliteStore(config.data_dir, durability=config.durability),
             on_commit=self.metrics.on_commit)
         recovered = await self.storage.start()
+        gc.set_threshold(gc_young_threshold_objects, gc_middle_threshold_collections,
+                         gc_old_threshold_collections)
         core_config = CoreConfig(node_id=config.node_id, members=config.member_ids)
         self.core = core_class(config.mode)(core_config, recovered, random.Random(),
                                             self.now_ms())
         log.info("node %s: mode %s, recovered %d keys at log position %s, durability %s",
                  config.node_id, config.mode, len(recovered.records), recovered.last_position,
                  config.durability)
+        del recovered
+        gc.collect()
+        gc.freeze()
         from chorusdb.server.clients import ClientConnection
         server = await self.loop.create_server(
             lambda: ClientConnection(self), config.client.host, config.client.port,

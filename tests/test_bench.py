@@ -1,0 +1,173 @@
+"""The pure parts of the single-node benchmark: redis-benchmark's CSV, the summary (medians,
+CPU per 1,000 operations, ratios to Redis, the goal), run sizing and argument checking. The
+benchmark itself starts servers and takes minutes; it never runs in the test suite."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+from rich.console import Console
+
+from chorusdb.bench import results, servers, single
+from chorusdb.bench.results import BenchmarkOutputError, Run
+
+# Debian 12's redis-benchmark 7.0.15, `-t set,get --csv`, verbatim.
+CSV_7_0 = (
+    '"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms",'
+    '"p99_latency_ms","max_latency_ms"\n'
+    '"SET","43290.04","0.800","0.112","0.783","1.143","1.991","3.727"\n'
+    '"GET","49140.05","0.675","0.192","0.663","0.967","1.127","4.023"\n')
+
+
+def test_parses_redis_benchmark_7_csv():
+    lines = results.parse_benchmark_csv(CSV_7_0)
+    assert list(lines) == ["SET", "GET"]
+    assert lines["SET"].rps == 43290.04
+    assert lines["SET"].p50_latency_ms == 0.783
+    assert lines["GET"].avg_latency_ms == 0.675
+    assert lines["GET"].p99_latency_ms == 1.127
+    assert lines["GET"].max_latency_ms == 4.023
+
+
+def test_parses_the_older_two_column_csv_without_latencies():
+    lines = results.parse_benchmark_csv('"test","rps"\n"SET","1000.50"\n')
+    assert lines["SET"].rps == 1000.5
+    assert lines["SET"].p50_latency_ms is None
+
+
+@pytest.mark.parametrize("text", [
+    "",
+    "Error from server: ERR unknown command 'SET'\n",
+    '"test","rps"\n"SET","inf"\n',              # a run too short to time
+    '"test","rps"\n"SET","0.00"\n',
+    '"test","rps"\n"SET","fast"\n',
+])
+def test_refuses_output_that_measured_nothing(text):
+    with pytest.raises(BenchmarkOutputError):
+        results.parse_benchmark_csv(text)
+
+
+def make_run(system: str, durability: str, test: str, pipeline: int, round_number: int,
+             rps: float, requests: int = 100_000, server_cpu_s: float = 1.0,
+             p50: float | None = 0.5) -> Run:
+    return Run(system=system, durability=durability, test=test, pipeline=pipeline,
+               round=round_number, requests=requests, rps=rps, avg_latency_ms=0.6,
+               p50_latency_ms=p50, p99_latency_ms=2.0, wall_s=requests / rps,
+               server_cpu_s=server_cpu_s, client_cpu_s=0.5, machine_busy_cpu_s=2.0)
+
+
+RUNS = [
+    # three rounds of SET -P 16; one slow Redis round must not move the median
+    make_run("redis", "everysec", "SET", 16, 1, 400_000),
+    make_run("redis", "everysec", "SET", 16, 2, 100_000),
+    make_run("redis", "everysec", "SET", 16, 3, 500_000),
+    make_run("chorusdb", "os", "SET", 16, 1, 150_000, server_cpu_s=2.0),
+    make_run("chorusdb", "os", "SET", 16, 2, 160_000, server_cpu_s=2.0, p50=None),
+    make_run("chorusdb", "os", "SET", 16, 3, 140_000, server_cpu_s=2.0, p50=0.7),
+    make_run("chorusdb", "fsync", "SET", 16, 1, 40_000, requests=50_000),
+    # a test Redis was not measured on has no ratio
+    make_run("chorusdb", "os", "GET", 1, 1, 20_000),
+]
+
+
+def test_summary_takes_medians_ratios_and_cpu_per_thousand_operations():
+    rows = {(r.system, r.durability, r.test, r.pipeline): r for r in results.summarize(RUNS)}
+    assert list(rows) == [("redis", "everysec", "SET", 16), ("chorusdb", "os", "SET", 16),
+                          ("chorusdb", "fsync", "SET", 16), ("chorusdb", "os", "GET", 1)]
+    redis = rows["redis", "everysec", "SET", 16]
+    assert (redis.rounds, redis.rps_median, redis.rps_min, redis.rps_max) == \
+        (3, 400_000, 100_000, 500_000)
+    assert redis.ratio_to_redis == 1.0
+    os_set = rows["chorusdb", "os", "SET", 16]
+    assert os_set.rps_median == 150_000
+    assert os_set.ratio_to_redis == pytest.approx(150_000 / 400_000)
+    assert os_set.p50_latency_ms == pytest.approx(0.6)          # median of the rounds that had one
+    # 3 rounds x 2.0 CPU s over 3 x 100,000 requests
+    assert os_set.server_cpu_s_per_1k_ops == pytest.approx(0.02)
+    assert os_set.client_cpu_s_per_1k_ops == pytest.approx(0.005)
+    fsync_set = rows["chorusdb", "fsync", "SET", 16]
+    assert fsync_set.ratio_to_redis == pytest.approx(0.1)
+    assert fsync_set.server_cpu_s_per_1k_ops == pytest.approx(0.02)
+    assert rows["chorusdb", "os", "GET", 1].ratio_to_redis is None
+    # every made-up run: machine busy 2.0 CPU s, server 1.0 (2.0 for os SET), client 0.5
+    assert rows["chorusdb", "fsync", "SET", 16].other_cores_median == pytest.approx(0.5 / 1.25)
+    assert rows["chorusdb", "os", "SET", 16].other_cores_median == 0.0     # never negative
+
+
+def test_goal_verdict_reads_set_pipeline_16_with_durability_os():
+    verdict = results.goal_verdict(results.summarize(RUNS))
+    assert verdict.ratio == pytest.approx(0.375) and verdict.met
+    assert "0.38x, met" in verdict.sentence()
+    slower = [make_run("redis", "everysec", "SET", 16, 1, 500_000),
+              make_run("chorusdb", "os", "SET", 16, 1, 100_000)]
+    verdict = results.goal_verdict(results.summarize(slower))
+    assert not verdict.met and "0.20x, NOT met" in verdict.sentence()
+    without_redis = [make_run("chorusdb", "os", "SET", 16, 1, 100_000)]
+    assert results.goal_verdict(results.summarize(without_redis)) is None
+
+
+def test_summary_table_shows_rates_and_ratios():
+    console = Console(record=True, width=200)
+    console.print(results.summary_table(results.summarize(RUNS), title="t"))
+    text = console.export_text()
+    assert "400,000" in text and "100%" in text              # (500k - 100k) / 400k
+    assert "0.38x" in text and "1.00x" in text and "0.10x" in text
+    assert "0.0200" in text                                    # server CPU s per 1k ops
+
+
+def test_runs_are_sized_from_the_calibration_rate_within_bounds():
+    assert single.requests_for(52_083.3, 4.0) == 208_000
+    assert single.requests_for(10.0, 4.0) == single.requests_min
+    assert single.requests_for(1e9, 4.0) == single.requests_max
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    single.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_settings_default_to_the_issue_and_quick_is_one_short_round(tmp_path):
+    settings = single.settings_from(parse())
+    assert settings.durabilities == ("os", "fsync")
+    assert settings.pipelines == (1, 16) and settings.tests == ("SET", "GET")
+    assert settings.clients == 50 and settings.requests is None
+    quick = single.settings_from(parse("--quick", "--output", str(tmp_path)))
+    assert quick.rounds == 1 and quick.run_duration_s == single.quick_run_duration_s
+    assert single.benchmark_argv("redis-benchmark", "127.0.0.1", 7001, "SET", 16, 200_000,
+                                 settings) == [
+        "redis-benchmark", "-h", "127.0.0.1", "-p", "7001", "-t", "set", "-c", "50",
+        "-n", "200000", "-P", "16", "-r", "100000", "-d", "16", "--csv"]
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (("--durability", "os,never"), "--durability"),
+    (("--tests", "set,incr"), "--tests"),
+    (("--pipelines", "1,x"), "--pipelines"),
+    (("--pipelines", "0"), "--pipelines"),
+    (("--requests", "10"), "--requests"),
+    (("--seconds", "0"), "--seconds"),
+    (("--rounds", "0"), "--rounds"),
+])
+def test_bad_settings_name_their_flag(argv, flag):
+    with pytest.raises(single.UsageError, match=f"^{flag}:"):
+        single.settings_from(parse(*argv))
+
+
+def test_rounds_rotate_the_order_of_the_systems():
+    assert single.rotated(["a", "b", "c"], 0) == ["a", "b", "c"]
+    assert single.rotated(["a", "b", "c"], 1) == ["b", "c", "a"]
+    assert single.rotated(["a", "b", "c"], 3) == ["a", "b", "c"]
+
+
+def test_preloaded_keys_are_the_ones_redis_benchmark_draws():
+    # `redis-benchmark -t set -r 100000` sent keys like this one (seen with redis-cli --scan).
+    assert servers.benchmark_key(52042) == b"key:000000052042"
+
+
+def test_cpu_seconds_are_read_after_the_command_name():
+    ticks = servers.CLOCK_TICKS_PER_S
+    line = (f"7704 (a) b (c) R 7661 7661 5276 0 -1 4194304 99 0 0 0 {3 * ticks} {ticks} 0 0 "
+            "20 0 1 0 81018 3133440 360").encode()
+    assert servers.cpu_seconds_of_proc_pid_stat(line) == 4.0
