@@ -91,8 +91,10 @@ statement_cache_size = 64
 _SYNCHRONOUS = {"fsync": ("FULL", 2), "os": ("NORMAL", 1)}
 """``PRAGMA synchronous`` by durability: the name to set and the level SQLite reports back."""
 
-_UPSERT_DATA = ("INSERT OR REPLACE INTO data (key, kind, value, expire_at_ms, version) "
-                "VALUES (?, ?, ?, ?, ?)")
+# An upsert in place: INSERT OR REPLACE would delete the row and insert it again.
+_UPSERT_DATA = ("INSERT INTO data (key, kind, value, expire_at_ms, version) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET kind = excluded.kind, value = excluded.value, "
+                "expire_at_ms = excluded.expire_at_ms, version = excluded.version")
 _DELETE_DATA = "DELETE FROM data WHERE key = ?"
 _CLEAR_DATA = "DELETE FROM data"
 _UPSERT_META = "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)"
