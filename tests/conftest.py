@@ -5,11 +5,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from chorusdb.server.process import wait_until_ready
 
 node_ready_timeout_s = 30.0
 node_stop_timeout_s = 15.0
@@ -54,16 +55,11 @@ def start_node(config_path: Path, *extra_args: str) -> RunningNode:
         [sys.executable, "-m", "chorusdb", "serve", "--config", str(config_path),
          "--log-level", "WARNING", *extra_args],
         stdout=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + node_ready_timeout_s
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        if line.startswith("chorusdb ready"):
-            fields = dict(part.split("=", 1) for part in line.split()[2:])
-            host, port = fields["client"].rsplit(":", 1)
-            return RunningNode(process, config_path, config_path.parent / "data", host,
-                               int(port), fields["admin"], extra_args)
+    fields = wait_until_ready(process, node_ready_timeout_s)
+    if fields is not None:
+        host, port = fields["client"].rsplit(":", 1)
+        return RunningNode(process, config_path, config_path.parent / "data", host, int(port),
+                           fields["admin"], extra_args)
     process.kill()
     process.wait()
     raise RuntimeError(f"chorusdb serve --config {config_path} did not become ready")

@@ -19,7 +19,6 @@ line of ``/proc/stat`` is the whole machine. Linux only, as the benchmark is.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import redis
 
 import chorusdb
 from chorusdb import __version__
+from chorusdb.server.process import parse_ready_line, stop_process
 
 redis_ready_timeout_s = 10.0
 node_ready_timeout_s = 30.0
@@ -168,34 +168,22 @@ def start_chorusdb(directory: Path, durability: str) -> ServerProcess:
     deadline = time.monotonic() + node_ready_timeout_s
     while time.monotonic() < deadline and process.poll() is None:
         for line in stdout_path.read_text().splitlines():
-            if line.startswith("chorusdb ready"):
-                fields = dict(part.split("=", 1) for part in line.split()[2:])
+            fields = parse_ready_line(line)
+            if fields is not None:
                 host, port = fields["client"].rsplit(":", 1)
                 return ServerProcess("chorusdb", durability, __version__, process, host,
                                      int(port), log_path)
         time.sleep(ready_poll_interval_s)
     exited = process.poll()
-    stop_process(process)
+    stop_process(process, server_stop_timeout_s)
     raise ServerStartError(
         f"chorusdb serve --config {config} "
         f"{'exited with ' + str(exited) if exited is not None else 'was not ready'} within "
         f"{node_ready_timeout_s:.0f} s; its log:\n{_log_tail(log_path)}")
 
 
-def stop_process(process: subprocess.Popen) -> int:
-    """SIGTERM this PID, SIGKILL it if it is still there after the grace period; its exit code."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(server_stop_timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
-
-
 def stop(server: ServerProcess) -> int:
-    return stop_process(server.process)
+    return stop_process(server.process, server_stop_timeout_s)
 
 
 def preload_keyspace(server: ServerProcess, keyspace: int, value_bytes: int) -> None:

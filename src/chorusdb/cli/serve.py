@@ -1,9 +1,7 @@
 """``chorusdb serve --config FILE``: run one node until SIGTERM or SIGINT.
 
-Once the node listens it prints one line to stdout, which scripts and the test harness read to
-learn the bound ports (a port of 0 in the config means "any free port"):
-
-    chorusdb ready node=n1 client=127.0.0.1:7001 admin=127.0.0.1:7201
+Once the node listens it prints its ready line (``server.process``), which scripts and the test
+harness read to learn the bound ports.
 """
 
 from __future__ import annotations
@@ -17,10 +15,9 @@ from pathlib import Path
 
 from chorusdb.server.config import ConfigError, apply_overrides, load_config
 from chorusdb.server.node import Node
+from chorusdb.server.process import ready_line
 
 EXIT_CONFIG = 2
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("serve", help="run one node from its TOML config file")
     p.add_argument("--config", required=True, type=Path, help="the node's TOML file")
@@ -63,8 +60,8 @@ async def _serve(config) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, node.request_stop)
     client = node.bound_client_address()
-    print(f"chorusdb ready node={config.node_id} client={client} "
-          f"admin={config.admin.host}:{node.admin.port}", flush=True)
+    print(ready_line(config.node_id, str(client), f"{config.admin.host}:{node.admin.port}"),
+          flush=True)
     try:
         await node.serve_until_stopped()
     except Exception as e:          # a fatal storage error: stop, say why, exit non-zero

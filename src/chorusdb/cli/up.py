@@ -9,7 +9,6 @@ Ctrl-C or when one of them dies. Until leader mode exists a cluster is one stand
 from __future__ import annotations
 
 import argparse
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from chorusdb.core.modes import CORES
+from chorusdb.server.process import stop_process, wait_until_ready
 
 EXIT_USAGE = 2
 node_ready_timeout_s = 30.0
@@ -100,15 +100,10 @@ def start_node(config_path: Path) -> LocalNode:
         [sys.executable, "-m", "chorusdb", "serve", "--config", str(config_path)],
         stdout=subprocess.PIPE, text=True, start_new_session=True)
     node = LocalNode(config_path.stem, config_path, process)
-    deadline = time.monotonic() + node_ready_timeout_s
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        if line.startswith("chorusdb ready"):
-            fields = dict(part.split("=", 1) for part in line.split()[2:])
-            node.client, node.admin = fields["client"], fields["admin"]
-            return node
+    fields = wait_until_ready(process, node_ready_timeout_s)
+    if fields is not None:
+        node.client, node.admin = fields["client"], fields["admin"]
+        return node
     stop_node(node)
     raise SystemExit(f"chorusdb up: node {node.node_id} did not start; run "
                      f"'chorusdb serve --config {config_path}' to see why")
@@ -116,14 +111,7 @@ def start_node(config_path: Path) -> LocalNode:
 
 def stop_node(node: LocalNode) -> int:
     """SIGTERM the node's own PID, then SIGKILL it if it does not stop in time."""
-    if node.process.poll() is None:
-        node.process.send_signal(signal.SIGTERM)
-        try:
-            node.process.wait(node_stop_timeout_s)
-        except subprocess.TimeoutExpired:
-            node.process.kill()
-            node.process.wait()
-    return node.process.returncode
+    return stop_process(node.process, node_stop_timeout_s)
 
 
 def run(args: argparse.Namespace) -> int:
