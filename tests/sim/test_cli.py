@@ -47,6 +47,8 @@ def test_bad_usage_exits_2(capsys):
     assert sim.run(parse("--mode", "standalone", "--bug", "nosuchbug")) == 2
     assert sim.run(parse("--mode", "standalone", "--faults", "crash,meteor")) == 2
     assert "meteor" in capsys.readouterr().err
+    assert sim.run(parse("--mode", "standalone", "--nodes", "3", "--seeds", "1")) == 2
+    assert "--nodes" in capsys.readouterr().err
 
 
 def test_python_dash_m_runs_the_same_command():

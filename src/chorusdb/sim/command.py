@@ -64,6 +64,9 @@ def config_from(args: argparse.Namespace) -> SimConfig:
         faults = tuple(kind for kind in FAULT_KINDS if kind in asked)   # one order, one run
     if args.nodes < 0:
         raise ValueError("--nodes must be at least 1")
+    if args.mode == "standalone" and args.nodes > 1:
+        raise ValueError("--nodes: a standalone cluster is one node (standalone nodes do not "
+                         "replicate, so several would disagree)")
     if args.seeds is not None and args.seeds < 1:
         raise ValueError("--seeds must be at least 1")
     return SimConfig(mode=args.mode, durability=args.durability, nodes=args.nodes,
