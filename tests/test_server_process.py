@@ -355,3 +355,22 @@ def test_a_client_that_does_not_read_its_replies_is_paused_not_buffered(node):
             received += chunk
     assert received.count(b"\r\n") == count
     assert client_for(node).get("n") == str(count).encode()
+
+
+def test_up_stops_its_nodes_on_sigterm_too(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chorusdb", "up", "--data-dir", str(tmp_path / "up"),
+         "--base-port", "0"], stdout=subprocess.PIPE, text=True)
+    node_pid = None
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and node_pid is None:
+            line = process.stdout.readline()
+            if line.startswith("│ n1"):
+                node_pid = int(line.split("│")[2])
+    finally:
+        process.terminate()
+        assert process.wait(30) == 0
+    assert node_pid is not None
+    with pytest.raises(ProcessLookupError):
+        os.kill(node_pid, 0)

@@ -42,16 +42,26 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2))
         return 0
     console = Console()
-    table = Table(title=f"cluster {status['cluster_id']} ({status['mode']})")
-    for column in ("node", "role", "epoch", "leader", "position", "committed", "durability",
-                   "clients", "may lose acked writes", "divergent"):
-        table.add_column(column)
-    table.add_row(status["node_id"], status["role"], str(status["epoch"]),
-                  str(status["leader_id"]), _position(status["position"]),
-                  _position(status["commit_position"]), status.get("durability", "-"),
-                  str(status.get("connected_clients", "-")),
-                  "yes" if status["may_lose_acknowledged_writes"] else "no",
-                  str(status["divergent_entries"]))
+    table = Table(title=f"node {status['node_id']} of cluster {status['cluster_id']}",
+                  show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for field, value in (
+        ("mode", status["mode"]),
+        ("role", status["role"]),
+        ("epoch", status["epoch"]),
+        ("leader", status["leader_id"] or "none known"),
+        ("position", _position(status["position"])),
+        ("committed", _position(status["commit_position"])),
+        ("durability", status.get("durability", "-")),
+        ("write quorum", status["write_quorum"]),
+        ("election quorum", status["election_quorum"]),
+        ("may lose acknowledged writes", "yes" if status["may_lose_acknowledged_writes"] else "no"),
+        ("divergent entries", status["divergent_entries"]),
+        ("connected clients", status.get("connected_clients", "-")),
+        ("client address", status.get("client_address", "-")),
+    ):
+        table.add_row(field, str(value))
     console.print(table)
     if status["members"]:
         members = Table(title="members seen from " + status["node_id"])

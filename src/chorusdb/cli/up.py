@@ -9,6 +9,7 @@ Ctrl-C or when one of them dies. Until leader mode exists a cluster is one stand
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import subprocess
 import sys
@@ -114,6 +115,10 @@ def stop_node(node: LocalNode) -> int:
     return stop_process(node.process, node_stop_timeout_s)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     if args.mode not in CORES:
         print(f"chorusdb up: --mode: expected one of {', '.join(sorted(CORES))}, got "
@@ -123,6 +128,10 @@ def run(args: argparse.Namespace) -> int:
         print("chorusdb up: --nodes: standalone mode runs exactly one node", file=sys.stderr)
         return EXIT_USAGE
     console = Console()
+    # SIGTERM and SIGHUP stop the cluster the way Ctrl-C does: the finally block below stops
+    # every node by its PID (they run in their own sessions, so no signal reaches them directly).
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
     paths = write_configs(args.data_dir, args.nodes, args.mode, args.base_port, args.durability)
     nodes: list[LocalNode] = []
     try:
