@@ -38,7 +38,6 @@ scan_count_max = 100_000                   # SCAN COUNT bound
 group_commit_writes_max = 50_000           # writes in one SQLite transaction
 storage_queue_batches_max = 10_000         # batches waiting for the storage thread
 log_read_entries_max = 10_000              # entries returned by one read of the log
-snapshot_page_step = 1024                  # pages copied per step of the online backup
 
 # --- peer protocol ----------------------------------------------------------------------------
 frame_bytes_max = 128 * 1024 * 1024        # one peer frame, header excluded
