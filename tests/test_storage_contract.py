@@ -8,6 +8,7 @@ connection and check that the store reports it.
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,10 +33,14 @@ from chorusdb.core.model import (
     PutMeta,
     PutRecord,
     Record,
+    RecoveredState,
+    ResetLog,
     SetExpiry,
     SetValue,
+    TrimLogBefore,
     Write,
 )
+from chorusdb.storage import base
 from chorusdb.storage.base import LogCompacted, Snapshot, Store
 from chorusdb.storage.encoding import CorruptRecord
 from chorusdb.storage.memory_store import MemoryStore
@@ -87,13 +92,19 @@ def indexes(entries: Sequence[LogEntry]) -> list[int]:
     return [entry.position.index for entry in entries]
 
 
+def restored(state: RecoveredState) -> RecoveredState:
+    """``state`` as a restore of a snapshot taken in it recovers it: the log is empty."""
+    return dataclasses.replace(state, log=())
+
+
 # --- round trips ------------------------------------------------------------------------------
 
 
 def test_a_fresh_store_is_empty(harness):
     store = harness.open()
     state = store.recover()
-    assert (state.records, state.meta, state.last_position) == ({}, {}, ZERO_POSITION)
+    assert (state.records, state.meta, state.last_position, state.log) == (
+        {}, {}, ZERO_POSITION, ())
     assert store.log_bounds() == (1, 0)
     assert store.read_log(0, 10) == []
     store.close()
@@ -132,6 +143,7 @@ def test_committed_writes_come_back_after_reopen(harness, durability):
     assert {name: type(value) for name, value in state.meta.items()} == {
         name: type(value) for name, value in meta.items()}
     assert state.last_position == Position(3, 6)
+    assert state.log == tuple(entries)
     assert store.read_log(0, 10) == entries
     assert store.log_bounds() == (1, 6)
     store.close()
@@ -192,9 +204,14 @@ def test_clear_records_removes_every_row_written_before_it(harness):
                                  PutRecord(b"k", Record(Kind.STRING, ("a tuple",), 0, 1)),
                                  PutRecord("a str key", string(b"v", 1)),
                                  PutMeta("float", 1.5), PutMeta("huge", 2**63),
-                                 PutMeta("bool", True)],
+                                 PutMeta("bool", True), TrimLogBefore(-1), TrimLogBefore(2**63),
+                                 TrimLogBefore(1.0), TrimLogBefore(True), ResetLog((1, 2)),
+                                 ResetLog(Position(-1, 2)), ResetLog(Position(1, -2)),
+                                 ResetLog(Position(1, 2**63))],
                          ids=["object", "str", "position", "wrong-kind", "str-key", "float-meta",
-                              "huge-meta", "bool-meta"])
+                              "huge-meta", "bool-meta", "negative-trim", "huge-trim", "float-trim",
+                              "bool-trim", "tuple-reset", "negative-epoch-reset",
+                              "negative-index-reset", "huge-reset"])
 def test_a_batch_with_a_malformed_write_leaves_nothing(harness, bad):
     store = harness.open()
     store.recover()
@@ -306,8 +323,145 @@ def test_retention_removes_a_prefix_and_the_last_position_survives_it(harness):
     assert store.log_bounds() == (26, 25)
     commit_sets(store, 26, 26)
     assert store.log_bounds() == (26, 26)
-    with pytest.raises(AssertionError):            # beyond the last entry: a caller's bug
+    with pytest.raises(ValueError):                # beyond the last entry: a caller's bug
         store.truncate_log_before(28)
+    store.close()
+
+
+# --- trims and resets as writes ---------------------------------------------------------------
+
+
+def check_log(store: Store, harness, expected_indexes: list[int], last: Position) -> Store:
+    """The log holds ``expected_indexes`` and ends at ``last``, before and after a restart, by
+    every way of reading it; returns the reopened store."""
+    for attempt in ("running", "reopened"):
+        state = store.recover()
+        assert (indexes(state.log), state.last_position) == (expected_indexes, last), attempt
+        first = expected_indexes[0] if expected_indexes else last.index + 1
+        assert store.log_bounds() == (first, last.index), attempt
+        assert store.read_log(first - 1, 100) == list(state.log), attempt
+        if first > 1:
+            with pytest.raises(LogCompacted):
+                store.read_log(first - 2, 100)
+        if attempt == "running":
+            store = harness.reopen(store)
+    return store
+
+
+def test_a_trim_removes_a_prefix_and_keeps_the_last_position_even_when_the_log_empties(harness):
+    store = harness.open()
+    store.recover()
+    commit_sets(store, 1, 10)
+    store.commit([TrimLogBefore(4)])
+    store = check_log(store, harness, list(range(4, 11)), Position(1, 10))
+    store.commit([TrimLogBefore(2), TrimLogBefore(4)])     # nothing below them is left
+    store.commit([TrimLogBefore(11)])
+    store = check_log(store, harness, [], Position(1, 10))
+    assert len(store.recover().records) == 10              # the data stays
+    store.commit([TrimLogBefore(11)])                      # on an empty log too
+    commit_sets(store, 11, 11)
+    store = check_log(store, harness, [11], Position(1, 11))
+    store.close()
+
+
+def test_a_reset_empties_the_log_at_its_position_with_the_rows_of_its_batch(harness):
+    store = harness.open()
+    store.recover()
+    commit_sets(store, 1, 5)
+    store.commit([PutMeta("epoch", 3), ClearRecords(), PutRecord(b"s", string(b"snap", 17)),
+                  ResetLog(Position(3, 20))])
+    store = check_log(store, harness, [], Position(3, 20))
+    state = store.recover()
+    assert (state.records, state.meta) == ({b"s": string(b"snap", 17)}, {"epoch": 3})
+    commit_sets(store, 21, 22, epoch=3)                    # the log goes on from the reset
+    store = check_log(store, harness, [21, 22], Position(3, 22))
+    store.close()
+
+
+def test_a_reset_may_move_the_last_position_back(harness):
+    store = harness.open()
+    store.recover()
+    commit_sets(store, 1, 10)
+    store.commit([ResetLog(Position(2, 4))])
+    store = check_log(store, harness, [], Position(2, 4))
+    with pytest.raises(ValueError):                        # older epoch than the reset
+        store.commit(set_key(5, b"k", b"v", epoch=1))
+    commit_sets(store, 5, 6, epoch=2)
+    store = check_log(store, harness, [5, 6], Position(2, 6))
+    assert store.read_log(4, 1) == [LogEntry(Position(2, 5), SetValue(b"k5", b"v5", NO_EXPIRY))]
+    store.close()
+
+
+def test_appends_after_a_reset_in_the_same_batch_and_group_follow_it(harness):
+    store = harness.open()
+    store.recover()
+    commit_sets(store, 1, 10)
+    # Entries appended before the reset go with the rest of the log.
+    store.commit(set_key(11, b"a", b"1") + [ResetLog(Position(2, 7))] + set_key(8, b"b", b"2",
+                                                                              epoch=2))
+    store = check_log(store, harness, [8], Position(2, 8))
+    commits = store.commits_total
+    store.commit_many([set_key(9, b"c", b"3", epoch=2), [ResetLog(Position(3, 30))],
+                       set_key(31, b"d", b"4", epoch=3) + set_key(32, b"e", b"5", epoch=3)])
+    assert store.commits_total == commits + 1              # one group commit
+    store = check_log(store, harness, [31, 32], Position(3, 32))
+    assert store.recover().records.keys() == {b"a", b"b", b"c", b"d", b"e"} | {
+        b"k%d" % index for index in range(1, 11)}
+    store.close()
+
+
+def test_a_trim_in_a_batch_applies_in_order_with_its_appends(harness):
+    store = harness.open()
+    store.recover()
+    commit_sets(store, 1, 5)
+    store.commit([TrimLogBefore(6)] + set_key(6, b"a", b"6"))         # empties, then appends
+    store = check_log(store, harness, [6], Position(1, 6))
+    store.commit(set_key(7, b"b", b"7") + set_key(8, b"c", b"8") + [TrimLogBefore(8)]
+                 + set_key(9, b"d", b"9"))                             # removes 6 and 7
+    store = check_log(store, harness, [8, 9], Position(1, 9))
+    store.commit_many([set_key(10, b"e", b"10"), [TrimLogBefore(11)]])  # everything
+    store = check_log(store, harness, [], Position(1, 10))
+    assert store.recover().records.keys() == {b"k1", b"k2", b"k3", b"k4", b"k5", b"a", b"b",
+                                              b"c", b"d", b"e"}
+    store.close()
+
+
+@pytest.mark.parametrize("writes", [
+    [TrimLogBefore(12)],
+    [TrimLogBefore(11), TrimLogBefore(12)],
+    [ResetLog(Position(2, 4)), TrimLogBefore(6)],
+    [ResetLog(Position(2, 4))] + set_key(4, b"x", b"x", epoch=2),
+    [ResetLog(Position(2, 4))] + set_key(5, b"x", b"x", epoch=1),
+], ids=["trim-beyond-the-end", "trim-beyond-in-a-batch", "trim-beyond-a-reset",
+        "append-at-the-reset", "append-older-epoch-than-the-reset"])
+def test_log_writes_that_do_not_fit_the_log_are_refused_with_nothing_applied(harness, writes):
+    store = harness.open()
+    store.recover()
+    commit_sets(store, 1, 10)
+    with pytest.raises(ValueError):
+        store.commit([PutMeta("m", 1), ClearRecords()] + writes)
+    with pytest.raises(ValueError):
+        store.commit_many([[TrimLogBefore(5)], writes])
+    assert (store.commits_total, store.writes_total) == (10, 20)
+    store = check_log(store, harness, list(range(1, 11)), Position(1, 10))
+    state = store.recover()
+    assert (len(state.records), state.meta) == (10, {})
+    store.close()
+
+
+def test_recover_returns_at_most_the_newest_entries_of_its_bound(harness, monkeypatch):
+    monkeypatch.setattr(base, "recover_log_entries_max", 3)
+    store = harness.open()
+    store.recover()
+    commit_sets(store, 1, 2)
+    store = harness.reopen(store)
+    assert indexes(store.recover().log) == [1, 2]
+    commit_sets(store, 3, 8)
+    store = harness.reopen(store)
+    state = store.recover()
+    assert indexes(state.log) == [6, 7, 8]
+    assert state.log == tuple(store.read_log(5, 10))
+    assert store.log_bounds() == (1, 8)                    # the bound limits reading, not the log
     store.close()
 
 
@@ -331,7 +485,7 @@ def test_restore_brings_back_the_snapshot_data_meta_and_position(harness):
     store.truncate_log_before(3)
 
     store.restore(snapshot)
-    assert store.recover() == at_snapshot
+    assert store.recover() == restored(at_snapshot)
     assert store.log_bounds() == (6, 5)
     assert store.read_log(5, 10) == []
     commit_sets(store, 6, 6, epoch=3)              # the log goes on from the snapshot
@@ -352,9 +506,9 @@ def test_restore_replaces_a_store_that_is_further_ahead_or_fresh(harness):
     expected = source.recover()
     commit_sets(source, 4, 9)
     source.restore(snapshot)
-    assert source.recover() == expected
+    assert source.recover() == restored(expected)
     source.restore(snapshot)                       # the same snapshot restores twice
-    assert source.recover() == expected
+    assert source.recover() == restored(expected)
     source.close()
 
 
@@ -384,64 +538,80 @@ write_strategy = st.one_of(
     st.builds(lambda name, value: ("meta", name, value), st.sampled_from(["x", "y"]),
               st.one_of(st.integers(-2**63, 2**63 - 1), st.text(max_size=4),
                         st.binary(max_size=4))),
+    st.just(("append",)),
+    st.builds(lambda back: ("trim", back), st.integers(0, 3)),
+    st.builds(lambda back: ("reset", back), st.integers(-3, 3)),
 )
 history_strategy = st.lists(st.lists(st.lists(write_strategy, max_size=4), min_size=1, max_size=3),
                             max_size=6)
 
 
-def to_writes(index: int, plan: list[tuple]) -> list[Write]:
-    writes: list[Write] = []
-    for step in plan:
-        if step[0] == "put":
-            writes.append(PutRecord(step[1], string(step[2], index)))
-        elif step[0] == "push":
-            writes.append(PutRecord(step[1], Record(Kind.LIST, step[2], NO_EXPIRY, index)))
-        elif step[0] == "delete":
-            writes.append(DeleteRecord(step[1]))
-        elif step[0] == "clear":
-            writes.append(ClearRecords())
-        else:
-            writes.append(PutMeta(step[1], step[2]))
-    writes.append(AppendEntry(LogEntry(Position(1, index), FlushAll())))
-    return writes
+class Reference:
+    """What a store must hold after the writes made by ``writes_for``: the obvious model."""
 
+    def __init__(self) -> None:
+        self.records: dict[bytes, Record] = {}
+        self.meta: dict[str, int | str | bytes] = {}
+        self.log: list[LogEntry] = []
+        self.last = ZERO_POSITION
 
-def apply_to_reference(records: dict, meta: dict, writes: list[Write]) -> None:
-    for write in writes:
-        if isinstance(write, PutRecord):
-            records[write.key] = write.record
-        elif isinstance(write, DeleteRecord):
-            records.pop(write.key, None)
-        elif isinstance(write, ClearRecords):
-            records.clear()
-        elif isinstance(write, PutMeta):
-            meta[write.name] = write.value
+    def writes_for(self, plan: list[tuple]) -> list[Write]:
+        """The writes of ``plan`` and a closing log entry, applied here as they are made. Log
+        entries go at the next index; a trim keeps the last ``back`` entries' indexes; a reset
+        moves the last index ``back`` (forward when negative)."""
+        writes: list[Write] = []
+        for step in [*plan, ("append",)]:
+            version = self.last.index + 1
+            if step[0] == "put":
+                writes.append(PutRecord(step[1], string(step[2], version)))
+                self.records[step[1]] = writes[-1].record
+            elif step[0] == "push":
+                writes.append(PutRecord(step[1], Record(Kind.LIST, step[2], NO_EXPIRY, version)))
+                self.records[step[1]] = writes[-1].record
+            elif step[0] == "delete":
+                writes.append(DeleteRecord(step[1]))
+                self.records.pop(step[1], None)
+            elif step[0] == "clear":
+                writes.append(ClearRecords())
+                self.records.clear()
+            elif step[0] == "meta":
+                writes.append(PutMeta(step[1], step[2]))
+                self.meta[step[1]] = step[2]
+            elif step[0] == "append":
+                self.last = Position(1, version)
+                self.log.append(LogEntry(self.last, FlushAll()))
+                writes.append(AppendEntry(self.log[-1]))
+            elif step[0] == "trim":
+                index = max(0, version - step[1])
+                writes.append(TrimLogBefore(index))
+                self.log = [entry for entry in self.log if entry.position.index >= index]
+            else:
+                self.last = Position(1, max(0, self.last.index - step[1]))
+                writes.append(ResetLog(self.last))
+                self.log = []
+        return writes
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "memory"])
-@settings(max_examples=40, derandomize=True, deadline=None)
+@settings(max_examples=60, derandomize=True, deadline=None)
 @given(history=history_strategy)
 def test_groups_of_batches_match_a_reference_model(kind, history, tmp_path_factory):
     harness = (SqliteHarness(tmp_path_factory.mktemp("store")) if kind == "sqlite"
                else MemoryHarness())
     store = harness.open("os")
     store.recover()
-    records: dict = {}
-    meta: dict = {}
-    index = 0
+    reference = Reference()
     for group in history:
-        batches = []
-        for plan in group:
-            index += 1
-            batches.append(to_writes(index, plan))
-            apply_to_reference(records, meta, batches[-1])
-        store.commit_many(batches)
+        store.commit_many([reference.writes_for(plan) for plan in group])
     store = harness.reopen(store)
     state = store.recover()
-    assert state.records == records
-    assert state.meta == meta
-    assert state.last_position == (Position(1, index) if index else ZERO_POSITION)
-    assert indexes(store.read_log(0, 100)) == list(range(1, index + 1))
+    assert state.records == reference.records
+    assert state.meta == reference.meta
+    assert state.last_position == reference.last
+    assert state.log == tuple(reference.log)
+    first = reference.log[0].position.index if reference.log else reference.last.index + 1
+    assert store.log_bounds() == (first, reference.last.index)
+    assert store.read_log(first - 1, 100) == reference.log
     store.close()
 
 
@@ -452,19 +622,37 @@ def raw_connection(directory: Path) -> sqlite3.Connection:
     return sqlite3.connect(directory / store_file_name, isolation_level=None)
 
 
+def flip_a_bit_of_entry(directory: Path, index: int) -> None:
+    raw = raw_connection(directory)
+    (entry,) = raw.execute("SELECT entry FROM log WHERE idx = ?", (index,)).fetchone()
+    flipped = entry[:-1] + bytes((entry[-1] ^ 0x01,))
+    raw.execute("UPDATE log SET entry = ? WHERE idx = ?", (flipped, index))
+    raw.close()
+
+
 def test_sqlite_reports_a_corrupted_log_entry(tmp_path):
     store = SqliteStore(tmp_path)
     commit_sets(store, 1, 5)
-    raw = raw_connection(tmp_path)
-    (entry,) = raw.execute("SELECT entry FROM log WHERE idx = 3").fetchone()
-    flipped = entry[:-1] + bytes((entry[-1] ^ 0x01,))
-    raw.execute("UPDATE log SET entry = ? WHERE idx = 3", (flipped,))
-    raw.close()
+    flip_a_bit_of_entry(tmp_path, 3)
     assert indexes(store.read_log(0, 2)) == [1, 2]
     with pytest.raises(CorruptRecord, match="1:3"):
         store.read_log(0, 10)
     with pytest.raises(CorruptRecord, match="1:3"):
         store.recover()
+    store.close()
+
+
+def test_sqlite_recover_checks_every_entry_of_the_tail_it_returns(tmp_path, monkeypatch):
+    monkeypatch.setattr(base, "recover_log_entries_max", 3)
+    store = SqliteStore(tmp_path)
+    commit_sets(store, 1, 5)
+    flip_a_bit_of_entry(tmp_path, 3)               # the oldest entry of the tail
+    with pytest.raises(CorruptRecord, match="1:3"):
+        store.recover()
+    monkeypatch.setattr(base, "recover_log_entries_max", 2)
+    assert indexes(store.recover().log) == [4, 5]  # beyond the tail: read (and checked) later
+    with pytest.raises(CorruptRecord, match="1:3"):
+        store.read_log(2, 1)
     store.close()
 
 
@@ -515,7 +703,7 @@ def test_sqlite_snapshot_seeds_a_store_in_another_directory(tmp_path):
     follower.restore(snapshot)
     follower.close()
     follower = SqliteStore(tmp_path / "follower", durability="os")
-    assert follower.recover() == expected
+    assert follower.recover() == restored(expected)
     assert follower.log_bounds() == (51, 50)
     assert snapshot.image.exists()                 # restore copies the image, never moves it
     follower.close()

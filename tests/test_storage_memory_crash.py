@@ -2,8 +2,9 @@
 recovery treats a torn record with and without its CRC check.
 
 Each test runs a fixed list of seeds (printed in every failure message); a workload is a list of
-single-SET transactions, so "the state after the first k transactions" is easy to name and every
-recovered state must be one of those prefixes.
+transactions (single SETs, and log trims and resets for the log's own writes), so "the state
+after the first k transactions" is easy to name and every recovered state must be one of those
+prefixes.
 """
 
 from __future__ import annotations
@@ -15,14 +16,20 @@ import pytest
 from chorusdb.core.model import (
     NO_EXPIRY,
     AppendEntry,
+    ClearRecords,
     Kind,
     LogEntry,
     Position,
+    PutMeta,
     PutRecord,
     Record,
+    RecoveredState,
+    ResetLog,
     SetValue,
+    TrimLogBefore,
     Write,
 )
+from chorusdb.storage import memory_store
 from chorusdb.storage.memory_store import (
     NOTHING_REPLAYED,
     CrashReport,
@@ -186,3 +193,78 @@ def test_a_restored_snapshot_is_durable_at_once():
     store.crash(random.Random(0), power_loss=True, torn_probability=0.0)
     recovered = store.recover()
     assert recovered.records in (prefix_states(5)[4], prefix_states(5)[5])
+
+
+def set_at(position: Position, key: bytes) -> list[Write]:
+    return [PutRecord(key, Record(Kind.STRING, b"v", NO_EXPIRY, position.index)),
+            AppendEntry(LogEntry(position, SetValue(key, b"v", NO_EXPIRY)))]
+
+
+LOG_WORKLOAD: list[list[Write]] = [
+    set_at(Position(1, 1), b"a"),
+    set_at(Position(1, 2), b"b"),
+    set_at(Position(1, 3), b"c"),
+    [TrimLogBefore(3)],
+    set_at(Position(1, 4), b"d"),
+    # A snapshot install from a leader whose log ended below ours.
+    [PutMeta("epoch", 2), ClearRecords(),
+     PutRecord(b"s", Record(Kind.STRING, b"snap", NO_EXPIRY, 2)), ResetLog(Position(2, 2))],
+    set_at(Position(2, 3), b"e"),
+    set_at(Position(2, 4), b"f") + [TrimLogBefore(4)] + set_at(Position(2, 5), b"g"),
+    [ResetLog(Position(2, 9))] + set_at(Position(2, 10), b"h"),
+]
+"""Transactions that trim and reset the log, and a reset that moves its last position back."""
+
+
+def log_workload_prefix_states() -> list[RecoveredState]:
+    """What an intact store recovers after the first k transactions of ``LOG_WORKLOAD``."""
+    states = []
+    for count in range(len(LOG_WORKLOAD) + 1):
+        store = MemoryStore()
+        store.recover()
+        for writes in LOG_WORKLOAD[:count]:
+            store.commit(writes)
+        states.append(store.recover())
+    return states
+
+
+@pytest.mark.parametrize("synced", [0, 3, 5, 6], ids=lambda synced: f"synced-{synced}")
+def test_power_loss_around_trims_and_resets_keeps_a_prefix_of_the_transactions(synced,
+                                                                              monkeypatch):
+    """A torn record that carried a trim or a reset leaves the log as it was before it; with
+    the checkpoint folded at 4 records, the later runs replay onto a checkpoint that already
+    holds trims and a reset."""
+    monkeypatch.setattr(memory_store, "fold_records_min", 4)
+    states = log_workload_prefix_states()
+    assert [len(state.log) for state in states] == [0, 1, 2, 3, 1, 2, 0, 1, 2, 1]
+    assert (states[5].last_position, states[6].last_position) == (Position(1, 4), Position(2, 2))
+    outcomes = set()
+    for seed in SEEDS:
+        store = MemoryStore(durability="os")
+        store.recover()
+        for count, writes in enumerate(LOG_WORKLOAD, start=1):
+            store.commit(writes)
+            if count == synced:
+                store.sync()
+        report = store.crash(random.Random(seed), power_loss=True, torn_probability=0.5)
+        survivors = synced + report.pending_kept - report.torn
+        recovered = store.recover()
+        assert recovered == states[survivors], seed
+        first, last = store.log_bounds()
+        assert last == recovered.last_position.index, seed
+        assert store.read_log(first - 1, 100) == list(recovered.log), seed
+        store.commit(set_at(Position(3, last + 1), b"next"))    # the node goes on from there
+        outcomes.add((survivors, report.torn))
+    assert len({survivors for survivors, _ in outcomes}) > 3, outcomes
+    assert any(torn for _, torn in outcomes), outcomes
+
+
+def test_a_process_crash_keeps_every_trim_and_reset_written():
+    states = log_workload_prefix_states()
+    store = MemoryStore(durability="os")
+    store.recover()
+    for writes in LOG_WORKLOAD:
+        store.commit(writes)
+    store.crash(random.Random(0), power_loss=False, torn_probability=1.0)
+    assert store.recover() == states[-1]
+    assert store.last_recovery == NOTHING_REPLAYED

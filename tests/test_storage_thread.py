@@ -21,7 +21,9 @@ from chorusdb.core.model import (
     PutMeta,
     PutRecord,
     Record,
+    ResetLog,
     SetValue,
+    TrimLogBefore,
     Write,
 )
 from chorusdb.storage.memory_store import MemoryStore
@@ -113,6 +115,29 @@ def test_a_group_is_bounded_in_writes_and_in_batches():
         await asyncio.gather(*futures)
         assert store.groups == [1, 30]
         await thread.close()
+    run(scenario)
+
+
+def test_trims_and_resets_are_committed_in_a_group_in_order():
+    async def scenario():
+        store = GatedStore()
+        thread = StorageThread(lambda: store)
+        await thread.start()
+        futures = [await hold_first_commit(thread, store)]
+        futures += [thread.submit(transaction(index)) for index in range(2, 6)]
+        futures.append(thread.submit([TrimLogBefore(4)]))
+        futures.append(thread.submit([PutMeta("epoch", 2), ResetLog(Position(2, 3))]))
+        futures.append(thread.submit([AppendEntry(LogEntry(Position(2, 4),
+                                                           SetValue(b"k", b"v", NO_EXPIRY)))]))
+        futures.append(thread.submit([TrimLogBefore(5), PutMeta("trimmed", 1)]))
+        store.gate.set()
+        await asyncio.gather(*futures)
+        assert store.groups == [1, 8]
+        assert await thread.call(lambda s: s.log_bounds()) == (5, 4)
+        await thread.close()
+        recovered = store.recover()
+        assert (recovered.last_position, recovered.log) == (Position(2, 4), ())
+        assert recovered.meta == {"epoch": 2, "trimmed": 1}
     run(scenario)
 
 

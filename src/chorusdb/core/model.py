@@ -159,7 +159,24 @@ class PutMeta:
     value: int | str | bytes
 
 
-Write = PutRecord | DeleteRecord | ClearRecords | AppendEntry | PutMeta
+@dataclass(frozen=True, slots=True)
+class TrimLogBefore:
+    """Log retention: remove the log entries with an index below ``index``. The last position
+    is unchanged (it survives even when the log becomes empty)."""
+
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResetLog:
+    """Empty the log and make ``position`` its last position (a snapshot was installed: the data
+    rows written in the same batch are the state at ``position``). ``position`` may be below
+    the current last position."""
+
+    position: Position
+
+
+Write = PutRecord | DeleteRecord | ClearRecords | AppendEntry | PutMeta | TrimLogBefore | ResetLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,9 +184,15 @@ class RecoveredState:
     """What a node finds on its disk at start: the input to every core's constructor.
 
     ``last_position`` is the last log entry that survived (its CRC checked), ``ZERO_POSITION``
-    on a fresh node; ``records`` is the data at exactly that position.
+    on a fresh node; ``records`` is the data as last committed: at exactly that position for a
+    standalone node, while a replicated core that applies entries later keeps the position its
+    data reflects in ``meta``. ``log`` is the tail of
+    the log the store still holds, oldest first, every entry CRC-checked: all of it, or the
+    newest entries up to the store's bound when the log is longer. It ends at ``last_position``
+    unless retention or a ``ResetLog`` emptied the log (then it is empty).
     """
 
     records: dict[bytes, Record]
     meta: dict[str, int | str | bytes]
     last_position: Position
+    log: tuple[LogEntry, ...] = ()

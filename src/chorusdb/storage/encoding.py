@@ -22,7 +22,10 @@ tag  type                where it is stored
 32   ``ClearRecords``    a write, in an in-memory store record
 33   ``AppendEntry``     a write, in an in-memory store record
 34   ``PutMeta``         a write, in an in-memory store record
-40   ``TrimLog``         storage's own operation: log retention removed a prefix
+35   ``TrimLogBefore``   a write, in an in-memory store record (log retention)
+36   ``ResetLog``        a write, in an in-memory store record (a snapshot install)
+40   (retired)           was ``TrimLog``, storage's own trim before ``TrimLogBefore``; never
+                         reuse it (no in-memory record outlives its process, so none is left)
 41   ``ResetStore``      storage's own operation: a snapshot replaced everything
 ==== =================== ====================================================================
 
@@ -38,8 +41,8 @@ Three formats are built from these:
   error, never data.
 - **Storage records** (the in-memory store's disk model, and its snapshot images): one record per
   transaction, ``crc32c(payload)`` as 4 big-endian bytes followed by ``payload``, the encoded
-  tuple of the transaction's operations (writes, ``TrimLog``, ``ResetStore``). A record cut short
-  or with a flipped bit fails the CRC, which is how recovery finds a torn tail.
+  tuple of the transaction's operations (writes, and ``ResetStore`` in snapshot images). A record
+  cut short or with a flipped bit fails the CRC, which is how recovery finds a torn tail.
 """
 
 from __future__ import annotations
@@ -65,8 +68,10 @@ from chorusdb.core.model import (
     PutMeta,
     PutRecord,
     Record,
+    ResetLog,
     SetExpiry,
     SetValue,
+    TrimLogBefore,
 )
 from chorusdb.storage.base import EFFECT_TYPES
 from chorusdb.wire.codec import CodecError, DataclassCodec
@@ -77,14 +82,6 @@ crc_bytes = 4
 
 class CorruptRecord(Exception):
     """A stored record failed its check (CRC, decoding or shape): an error, never data."""
-
-
-@dataclass(frozen=True, slots=True)
-class TrimLog:
-    """Log retention removed every entry up to and including ``through``; the log now starts
-    after it, and ``through`` remains the last position when nothing follows it."""
-
-    through: Position
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +107,8 @@ STORAGE_TYPE_TAGS = MappingProxyType({
     32: ClearRecords,
     33: AppendEntry,
     34: PutMeta,
-    40: TrimLog,
+    35: TrimLogBefore,
+    36: ResetLog,
     41: ResetStore,
 })
 """Tag -> type of every value storage encodes; see the table in the module docstring."""

@@ -5,8 +5,9 @@ leaves on disk, so the simulator can test recovery without files.
 
 **The disk model.** Every transaction (a commit, a group commit, a log trim) becomes one
 *storage record* (``encoding.encode_transaction``: a CRC32C over the whole transaction, then the
-transaction's operations) appended to the disk. A record is first *written* (in the OS page
-cache: ``pending``) and becomes *durable* when synced (on the platter)::
+transaction's writes, ``TrimLogBefore`` and ``ResetLog`` among them) appended to the disk. A
+record is first *written* (in the OS page cache: ``pending``) and becomes *durable* when synced
+(on the platter)::
 
     records:  [ durable ... durable | pending ... pending ]
                                     ^ synced_count
@@ -21,7 +22,8 @@ cache: ``pending``) and becomes *durable* when synced (on the platter)::
   ``p``, the last of those is torn: cut short or with bytes flipped.
 - ``recover()`` replays the records in order, checks each CRC, and stops at the first bad one,
   dropping it and everything after it (``last_recovery`` says how many and whether a torn record
-  was found: the simulator's ``torn_record_recovered`` probe).
+  was found: the simulator's ``torn_record_recovered`` probe). A record is all or nothing, so a
+  torn record that carried a ``ResetLog`` or a trim leaves the log as it was before it.
 
 With ``verify_crc=False`` (the simulator's known-bug switch) recovery skips the CRC check: a
 torn record that still decodes is replayed as if it were intact, which silently corrupts keys or
@@ -57,8 +59,11 @@ from chorusdb.core.model import (
     PutRecord,
     Record,
     RecoveredState,
+    ResetLog,
+    TrimLogBefore,
     Write,
 )
+from chorusdb.storage import base
 from chorusdb.storage.base import (
     LogCompacted,
     Snapshot,
@@ -68,7 +73,6 @@ from chorusdb.storage.base import (
 from chorusdb.storage.encoding import (
     CorruptRecord,
     ResetStore,
-    TrimLog,
     decode_transaction,
     encode_transaction,
 )
@@ -129,7 +133,8 @@ class _State:
         self.log_indexes: list[int] = []
         self.log_entries: list[LogEntry] = []
         self.base = ZERO_POSITION
-        """The last position removed by retention or replaced by a snapshot."""
+        """The last position when the log is empty: the last entry retention removed, or the
+        position of a ``ResetLog`` or a restored snapshot."""
 
     def copy(self) -> _State:
         state = _State()
@@ -157,11 +162,16 @@ class _State:
             self.meta[operation.name] = operation.value
         elif kind is ClearRecords:
             self.records.clear()
-        elif kind is TrimLog:
-            cut = bisect.bisect_right(self.log_indexes, operation.through.index)
-            del self.log_indexes[:cut]
-            del self.log_entries[:cut]
-            self.base = operation.through
+        elif kind is TrimLogBefore:
+            cut = bisect.bisect_left(self.log_indexes, operation.index)
+            if cut:
+                self.base = self.log_entries[cut - 1].position
+                del self.log_indexes[:cut]
+                del self.log_entries[:cut]
+        elif kind is ResetLog:
+            self.log_indexes = []
+            self.log_entries = []
+            self.base = operation.position
         else:
             assert kind is ResetStore, operation
             self.records = {}
@@ -176,12 +186,7 @@ def _check_replayed(operations: tuple[object, ...], last: Position) -> None:
     written after ``last`` (only a record replayed without its CRC check can fail this)."""
     try:
         for operation in operations:
-            kind = type(operation)
-            if kind is TrimLog:
-                through = operation.through
-                if type(through) is not Position or through.index > last.index:
-                    raise ValueError(f"trim through {through!r:.40} after {last}")
-            elif kind is ResetStore:
+            if type(operation) is ResetStore:
                 if type(operation.position) is not Position:
                     raise TypeError(f"reset to {operation.position!r:.40}")
                 last = operation.position
@@ -294,7 +299,9 @@ class MemoryStore:
             self.last_recovery = NOTHING_REPLAYED
         self._running = True
         live = self._live
-        return RecoveredState(dict(live.records), dict(live.meta), live.last_position)
+        tail_start = max(0, len(live.log_entries) - base.recover_log_entries_max)
+        log = tuple(live.log_entries[tail_start:])
+        return RecoveredState(dict(live.records), dict(live.meta), live.last_position, log)
 
     def commit(self, writes: Sequence[Write]) -> None:
         self.commit_many((writes,))
@@ -312,16 +319,13 @@ class MemoryStore:
         operations = [write for writes in batches for write in writes]
         if not operations:
             return False
-        self._append_record(state, operations)
-        self.writes_total += len(operations)
-        return True
-
-    def _append_record(self, state: _State, operations: Sequence[object]) -> None:
         record = _DiskRecord(encode_transaction(operations), operations)
         for operation in operations:
             state.apply(operation)
         self._records.append(record)
         self.commits_total += 1
+        self.writes_total += len(operations)
+        return True
 
     def log_bounds(self) -> tuple[int, int]:
         state = self._state
@@ -341,16 +345,12 @@ class MemoryStore:
         return state.log_entries[start:start + limit]
 
     def truncate_log_before(self, index: int) -> int:
-        first, last = self.log_bounds()
-        assert index <= last + 1, f"cannot remove entries up to {index - 1}: the log ends at {last}"
+        first, _ = self.log_bounds()
         if index <= first:
             return 0
-        state = self._state
-        cut = bisect.bisect_left(state.log_indexes, index)
-        self._append_record(state, (TrimLog(state.log_entries[cut - 1].position),))
-        if self.durability == "fsync":
-            self.sync()
-        return cut
+        entries = len(self._state.log_entries)
+        self.commit((TrimLogBefore(index),))
+        return entries - len(self._state.log_entries)
 
     def snapshot(self) -> Snapshot:
         state = self._state
