@@ -92,6 +92,9 @@ def test_tick_reclaims_expired_keys_as_a_logged_delete():
     core.propose(command("SET", "k", "v", "PX", "50"), 1, T0)
     core.advance(core.ready())
     core.tick(T0 + 10)
+    ready = core.ready()                   # nothing expired yet: only the next deadline
+    assert ready.is_empty() and ready.deadline_ms == T0 + 10 + expiry_cycle_interval_ms
+    core.advance(ready)
     assert not core.has_ready()
     core.tick(T0 + expiry_cycle_interval_ms + 60)
     ready = core.ready()

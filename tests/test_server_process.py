@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -301,22 +302,53 @@ def test_redis_cli_works(node):
     assert cli("DBSIZE") == "3"
 
 
-def test_up_starts_a_node_and_stops_it_on_ctrl_c(tmp_path):
+def start_up(data_dir, *args: str) -> tuple[subprocess.Popen, dict[str, dict]]:
+    """Run ``chorusdb up`` until it has listed its nodes: {node id: {pid, role, port}}."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "chorusdb", "up", "--data-dir", str(tmp_path / "up"),
-         "--base-port", "0"], stdout=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "chorusdb", "up", "--data-dir", str(data_dir), "--base-port", "0",
+         *args], stdout=subprocess.PIPE, text=True)
+    nodes: dict[str, dict] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line or line.startswith("stop: Ctrl-C"):
+            break
+        if line.startswith("│ n"):
+            node_id, pid, role = (cell.strip() for cell in line.split("│")[1:4])
+            nodes[node_id] = {"pid": int(pid), "role": role}
+        elif ": redis-cli -h" in line:
+            nodes[line.split(":")[0]]["port"] = int(line.split("-p ")[1].split()[0])
+    return process, nodes
+
+
+def assert_all_stopped(nodes: dict[str, dict]) -> None:
+    for node in nodes.values():
+        with pytest.raises(ProcessLookupError):
+            os.kill(node["pid"], 0)
+
+
+def test_up_starts_three_leader_nodes_and_restarts_them_on_their_data(tmp_path):
+    process, nodes = start_up(tmp_path / "up")
     try:
-        deadline = time.monotonic() + 60
-        port = None
-        while time.monotonic() < deadline and port is None:
-            line = process.stdout.readline()
-            if "redis-cli -h" in line:
-                port = int(line.split("-p ")[1].split()[0])
-        assert port is not None
-        assert redis.Redis(port=port, socket_timeout=10).ping()
+        assert sorted(nodes) == ["n1", "n2", "n3"], nodes
+        assert [nodes[n]["role"] for n in ("n1", "n2", "n3")] == ["leader", "follower", "follower"]
+        leader, follower = (redis.Redis(port=nodes[n]["port"], socket_timeout=10)
+                            for n in ("n1", "n2"))
+        assert leader.set("k", "v") is True and follower.set("k2", "v2") is True
+        assert leader.get("k2") == b"v2"
     finally:
-        process.send_signal(2)
+        process.send_signal(signal.SIGINT)
         assert process.wait(30) == 0
+    assert_all_stopped(nodes)
+    process, nodes = start_up(tmp_path / "up")
+    try:
+        for node in nodes.values():
+            r = redis.Redis(port=node["port"], socket_timeout=10)
+            assert (r.get("k"), r.get("k2")) == (b"v", b"v2")
+    finally:
+        process.terminate()
+        assert process.wait(30) == 0
+    assert_all_stopped(nodes)
 
 
 def test_clients_beyond_the_limit_are_refused(node_factory):
@@ -369,20 +401,12 @@ def test_a_client_that_does_not_read_its_replies_is_paused_not_buffered(node):
     assert client_for(node).get("n") == str(count).encode()
 
 
-def test_up_stops_its_nodes_on_sigterm_too(tmp_path):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "chorusdb", "up", "--data-dir", str(tmp_path / "up"),
-         "--base-port", "0"], stdout=subprocess.PIPE, text=True)
-    node_pid = None
+def test_up_with_one_node_runs_it_standalone_and_stops_it_on_sighup(tmp_path):
+    process, nodes = start_up(tmp_path / "up", "--nodes", "1")
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and node_pid is None:
-            line = process.stdout.readline()
-            if line.startswith("│ n1"):
-                node_pid = int(line.split("│")[2])
+        assert list(nodes) == ["n1"] and nodes["n1"]["role"] == "standalone", nodes
+        assert redis.Redis(port=nodes["n1"]["port"], socket_timeout=10).ping()
     finally:
-        process.terminate()
+        process.send_signal(signal.SIGHUP)
         assert process.wait(30) == 0
-    assert node_pid is not None
-    with pytest.raises(ProcessLookupError):
-        os.kill(node_pid, 0)
+    assert_all_stopped(nodes)

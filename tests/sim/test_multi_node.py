@@ -34,6 +34,7 @@ class GossipCore:
     mode = "gossip-test"
     KNOWN_BUGS: dict[str, str] = {}
     CLAIMS = frozenset()
+    POWER_LOSS_EXEMPT_ROLES = frozenset()
     heartbeats_received = 0
 
     def __init__(self, config: CoreConfig, recovered: RecoveredState, rng: random.Random,
@@ -43,6 +44,7 @@ class GossipCore:
         self.position = recovered.last_position
         self.next_heartbeat_ms = now_ms
         self.pending = Ready()
+        self.ticked = False
 
     def propose(self, command: ClientCommand, request_id: int, now_ms: int) -> None:
         if command.name == b"CHORUS.DIGEST":
@@ -61,6 +63,7 @@ class GossipCore:
         GossipCore.heartbeats_received += 1
 
     def tick(self, now_ms: int) -> None:
+        self.ticked = True                  # the next Ready carries the next deadline
         if now_ms >= self.next_heartbeat_ms:
             self.next_heartbeat_ms = now_ms + HEARTBEAT_INTERVAL_MS
             self.pending.messages += [Heartbeat(peer, self.config.node_id, now_ms)
@@ -68,9 +71,10 @@ class GossipCore:
                                       if peer != self.config.node_id]
 
     def has_ready(self) -> bool:
-        return not self.pending.is_empty()
+        return self.ticked or not self.pending.is_empty()
 
     def ready(self) -> Ready:
+        self.ticked = False
         ready, self.pending = self.pending, Ready()
         ready.writes += self.keyspace.take_changes()
         ready.deadline_ms = self.next_heartbeat_ms
@@ -81,7 +85,7 @@ class GossipCore:
 
     def status(self) -> dict:
         position = {"epoch": 0, "index": self.position.index}
-        return {"position": position, "commit_position": position}
+        return {"role": "peer", "position": position, "commit_position": position}
 
 
 @pytest.fixture

@@ -23,17 +23,21 @@ def regression_entries() -> list:
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
-        mode, durability, seed, bug = (field.strip() for field in line.split(","))
-        entries.append(pytest.param(mode, durability, int(seed), bug,
+        fields = [field.strip() for field in line.split(",")]
+        mode, durability, seed, bug = fields[:4]
+        nodes, quorum = (int(field) for field in (fields[4:] + ["0", "0"])[:2])
+        config = SimConfig(mode=mode, durability=durability, bug=bug, nodes=nodes,
+                           write_quorum=quorum)
+        entries.append(pytest.param(config, int(seed),
                                     id=f"line{number}-{mode}-{durability}-{seed}-{bug or 'none'}"))
     return entries
 
 
-@pytest.mark.parametrize(("mode", "durability", "seed", "bug"), regression_entries())
-def test_regression_seed(mode: str, durability: str, seed: int, bug: str):
-    report = run_seed(SimConfig(mode=mode, durability=durability, bug=bug), seed)
-    if bug:
-        assert report.failed, f"seed {seed} no longer catches {bug}"
+@pytest.mark.parametrize(("config", "seed"), regression_entries())
+def test_regression_seed(config: SimConfig, seed: int):
+    report = run_seed(config, seed)
+    if config.bug:
+        assert report.failed, f"seed {seed} no longer catches {config.bug}"
     else:
         assert not report.failed, report.explain()
 

@@ -19,23 +19,28 @@ from chorusdb.sim.params import SimConfig
 from chorusdb.sim.runner import run_seed
 
 SEEDS_PER_CHUNK = 50
-# (mode, durability) -> seeds per CI run. Standalone runs both durabilities; every other
-# mode gets at least 100 seeds under the strict one.
-SEEDS = {("standalone", "fsync"): 300, ("standalone", "os"): 300}
+# (mode, durability, nodes, write quorum) -> seeds per CI run (0: the mode's default). Standalone
+# runs both durabilities; every other mode gets at least 100 seeds under the strict one; leader
+# mode covers W in {1, 2, 3} of 3 and {1, 3, 5} of 5.
+SEEDS = {("standalone", "fsync", 0, 0): 300, ("standalone", "os", 0, 0): 300,
+         ("leader", "fsync", 3, 1): 100, ("leader", "fsync", 3, 2): 100,
+         ("leader", "fsync", 3, 3): 100, ("leader", "os", 3, 2): 100,
+         ("leader", "fsync", 5, 1): 50, ("leader", "fsync", 5, 3): 50,
+         ("leader", "fsync", 5, 5): 50}
 for _mode in CORES:
-    SEEDS.setdefault((_mode, "fsync"), 100)
+    assert any(mode == _mode for mode, *_ in SEEDS), f"mode {_mode} is not swept"
 SEED_OFFSET = int(os.environ.get("CHORUSDB_SIM_SEED_OFFSET", "0"))
 
 CHUNKS = [
-    pytest.param(mode, durability, first, id=f"{mode}-{durability}-{first}")
-    for (mode, durability), count in SEEDS.items()
+    pytest.param(SimConfig(mode=mode, durability=durability, nodes=nodes, write_quorum=quorum),
+                 first, id=f"{mode}-{durability}-n{nodes}-w{quorum}-{first}")
+    for (mode, durability, nodes, quorum), count in SEEDS.items()
     for first in range(1 + SEED_OFFSET, 1 + SEED_OFFSET + count, SEEDS_PER_CHUNK)
 ]
 
 
-@pytest.mark.parametrize(("mode", "durability", "first"), CHUNKS)
-def test_no_seed_fails(mode: str, durability: str, first: int):
-    config = SimConfig(mode=mode, durability=durability)
+@pytest.mark.parametrize(("config", "first"), CHUNKS)
+def test_no_seed_fails(config: SimConfig, first: int):
     failures = [report for seed in range(first, first + SEEDS_PER_CHUNK)
                 if (report := run_seed(config, seed)).failed]
     assert not failures, (

@@ -1,38 +1,79 @@
 """``chorusdb up``: a local cluster in one command, for trying ChorusDB out.
 
-It writes one TOML file per node under the data directory, starts ``chorusdb serve`` for each as
-a child process on 127.0.0.1, waits until each prints its ready line, shows the endpoints (a
-redis-cli command line and the admin URL per node) and stops exactly those processes, by PID, on
-Ctrl-C or when one of them dies. Until leader mode exists a cluster is one standalone node.
+By default it starts three nodes in leader mode on 127.0.0.1 with ``write_quorum`` 2 (a write
+is acknowledged once the leader and one follower hold it); ``--nodes 1`` starts one standalone
+node. Under the data directory it writes one TOML file per node (``n1.toml`` ...) and, for a
+mode with peers, the cluster secret (``cluster.secret``, 32 random bytes from ``secrets`` in
+base64, readable by its owner only), then starts ``chorusdb serve`` for each node as a child
+process in its own session, its log going to ``n1.log`` ... beside its config. Every node is
+launched before any is waited for, so they start side by side; once each has printed its ready
+line (``server.process``) it shows the members — role as each node's ``/status`` reports it,
+PID, client and admin addresses — and a ``redis-cli`` command line per node.
+
+It stops exactly the processes it started, by PID, on Ctrl-C, SIGTERM or SIGHUP, or when one of
+them dies; the children are in their own sessions, so a signal meant for ``up`` never reaches
+them directly, and a second signal while they stop is ignored rather than leave some running.
+
+Running it again on the same data directory restarts the same cluster on its data: the configs
+are rewritten (ports may change with ``--base-port 0``), the secret and the data stay. A data
+directory that holds another cluster (another mode or other members) is refused, not mixed.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from chorusdb.cli.status import fetch_status
 from chorusdb.core.modes import CORES
+from chorusdb.server.config import (
+    LEADER,
+    MAJORITY,
+    STANDALONE,
+    ConfigError,
+    NodeConfig,
+    load_config,
+)
 from chorusdb.server.process import stop_process, wait_until_ready
 
 EXIT_USAGE = 2
 node_ready_timeout_s = 30.0
 node_stop_timeout_s = 15.0
+nodes_max = 9                       # a local try-out: every node is a Python process
+cluster_ready_timeout_s = 10.0      # for a leader to reach enough followers to accept writes
+cluster_ready_poll_s = 0.1
+log_tail_lines = 15                 # lines of a node's log shown when it fails to start
+secret_random_bytes = 32
+DEFAULT_NODES = 3
 DEFAULT_BASE_PORT = 7001
+PEER_PORT_OFFSET = 100
+ADMIN_PORT_OFFSET = 200
+HOST = "127.0.0.1"
+CLUSTER_ID = "local"
+SECRET_FILE_NAME = "cluster.secret"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+WRITABLE_ROLES = (STANDALONE, "leader")
 
 
 @dataclass
 class LocalNode:
     node_id: str
     config_path: Path
+    log_path: Path
     process: subprocess.Popen
     client: str = ""
     admin: str = ""
@@ -40,74 +81,136 @@ class LocalNode:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("up", help="start a local cluster on 127.0.0.1 until Ctrl-C")
-    p.add_argument("--nodes", type=int, default=1, help="number of nodes (default 1)")
-    p.add_argument("--mode", default="standalone", help=f"one of {', '.join(sorted(CORES))}")
+    p.add_argument("--nodes", type=int, default=DEFAULT_NODES,
+                   help=f"number of nodes, 1..{nodes_max} (default {DEFAULT_NODES}; "
+                        "1 is a standalone node)")
+    p.add_argument("--mode", help=f"one of {', '.join(sorted(CORES))} (default: {LEADER}, "
+                                  f"{STANDALONE} for one node)")
+    p.add_argument("--write-quorum", type=int,
+                   help="leader mode: nodes, leader included, that hold a write before it is "
+                        "acknowledged (default: a majority)")
     p.add_argument("--data-dir", default="chorus-data", type=Path,
-                   help="where configs and data go (default ./chorus-data)")
+                   help="where configs, logs and data go (default ./chorus-data)")
     p.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT,
-                   help="client ports start here; peer ports at +100, admin at +200 "
-                        "(0: any free ports)")
+                   help=f"client ports start here; peer ports at +{PEER_PORT_OFFSET}, admin at "
+                        f"+{ADMIN_PORT_OFFSET} (0: any free ports)")
     p.add_argument("--durability", default="fsync", choices=("fsync", "os"))
     p.set_defaults(func=run)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports the system has free now (all held open until all are chosen)."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind((HOST, 0))
+        return [s.getsockname()[1] for s in sockets]
 
 
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+def port_is_free(port: int) -> bool:
     with socket.socket() as s:
         try:
-            s.bind((host, port))
+            s.bind((HOST, port))
         except OSError:
             return False
     return True
 
 
-def write_configs(data_dir: Path, count: int, mode: str, base_port: int,
-                  durability: str) -> list[Path]:
-    """One TOML file per node; returns their paths. Ports are checked free now."""
+def choose_ports(count: int, base_port: int) -> list[tuple[int, int, int]]:
+    """(client, peer, admin) per node: from ``base_port`` on, checked free now, or any free
+    ports when ``base_port`` is 0."""
+    if not base_port:
+        ports = free_ports(3 * count)
+        return [tuple(ports[3 * i:3 * i + 3]) for i in range(count)]
+    trios = [(base_port + i, base_port + PEER_PORT_OFFSET + i, base_port + ADMIN_PORT_OFFSET + i)
+             for i in range(count)]
+    busy = [p for trio in trios for p in trio if not port_is_free(p)]
+    if busy:
+        raise SystemExit(f"chorusdb up: ports {', '.join(map(str, busy))} are in use (another "
+                         "'chorusdb up'?); pass --base-port with other ports, or --base-port 0 "
+                         "for any free ones")
+    return trios
+
+
+def ensure_secret(data_dir: Path) -> Path:
+    """The cluster secret file, created once (owner-only) and kept across runs."""
+    path = data_dir / SECRET_FILE_NAME
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(base64.b64encode(secrets.token_bytes(secret_random_bytes)) + b"\n")
+    return path
+
+
+def write_configs(data_dir: Path, count: int, mode: str, base_port: int, durability: str,
+                  write_quorum: int | None = None) -> list[Path]:
+    """One TOML file per node (``n1.toml`` ...), plus the cluster secret for a mode with peers;
+    returns the configs' paths. ``write_quorum`` None is a majority."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    ports = []
-    for i in range(count):
-        if base_port:
-            trio = (base_port + i, base_port + 100 + i, base_port + 200 + i)
-            if not all(port_is_free(p) for p in trio):
-                raise SystemExit(f"chorusdb up: ports {trio} are in use; pass --base-port "
-                                 "with other ports, or --base-port 0 for any free ones")
-        else:
-            trio = (free_port(), free_port(), free_port())
-        ports.append(trio)
+    ports = choose_ports(count, base_port)
+    cluster = f'[cluster]\nid = "{CLUSTER_ID}"\nmode = "{mode}"\n'
+    leader = ""
+    if mode != STANDALONE:
+        cluster += f'secret_file = "{ensure_secret(data_dir).name}"\n'
+    if mode == LEADER:
+        quorum = write_quorum or f'"{MAJORITY}"'
+        leader = f"\n[leader]\nwrite_quorum = {quorum}\n"
     members = "".join(
-        f'\n[[cluster.members]]\nid = "n{i + 1}"\npeer = "127.0.0.1:{p[1]}"\n'
-        f'client = "127.0.0.1:{p[0]}"\n' for i, p in enumerate(ports))
+        f'\n[[cluster.members]]\nid = "n{i + 1}"\npeer = "{HOST}:{peer}"\n'
+        f'client = "{HOST}:{client}"\n' for i, (client, peer, _) in enumerate(ports))
     paths = []
     for i, (client, peer, admin) in enumerate(ports):
-        path = data_dir / f"n{i + 1}.toml"
+        node_id = f"n{i + 1}"
+        path = data_dir / f"{node_id}.toml"
         path.write_text(
-            f'[node]\nid = "n{i + 1}"\ndata_dir = "n{i + 1}"\n\n'
-            f'[listen]\nclient = "127.0.0.1:{client}"\npeer = "127.0.0.1:{peer}"\n'
-            f'admin = "127.0.0.1:{admin}"\n\n'
-            f'[cluster]\nid = "local"\nmode = "{mode}"\n{members}\n'
+            "# Written by 'chorusdb up', which rewrites it on every run.\n\n"
+            f'[node]\nid = "{node_id}"\ndata_dir = "{node_id}"\n\n'
+            f'[listen]\nclient = "{HOST}:{client}"\npeer = "{HOST}:{peer}"\n'
+            f'admin = "{HOST}:{admin}"\n\n'
+            f"{cluster}{members}{leader}\n"
             f'[storage]\ndurability = "{durability}"\n')
         paths.append(path)
     return paths
 
 
-def start_node(config_path: Path) -> LocalNode:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "chorusdb", "serve", "--config", str(config_path)],
-        stdout=subprocess.PIPE, text=True, start_new_session=True)
-    node = LocalNode(config_path.stem, config_path, process)
-    fields = wait_until_ready(process, node_ready_timeout_s)
+def refuse_another_cluster(data_dir: Path, mode: str, count: int) -> None:
+    """Stop if ``data_dir`` holds the configs of a cluster other than the one asked for: nodes
+    would recover another mode's data, or members would be missing from the data."""
+    previous_path = data_dir / "n1.toml"
+    if not previous_path.exists():
+        return
+    try:
+        previous = load_config(previous_path)
+    except ConfigError as e:
+        raise SystemExit(f"chorusdb up: {previous_path}: {e}; fix or remove it, or pass another "
+                         "--data-dir") from None
+    if previous.mode != mode or len(previous.members) != count:
+        raise SystemExit(
+            f"chorusdb up: {data_dir} holds a {previous.mode} cluster of "
+            f"{len(previous.members)} node(s); restart it with --nodes {len(previous.members)} "
+            f"--mode {previous.mode}, or pass another --data-dir for a new cluster")
+
+
+def launch_node(config_path: Path) -> LocalNode:
+    """Start ``chorusdb serve`` for one config, its stderr (the log) going to a file beside it."""
+    log_path = config_path.with_suffix(".log")
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "chorusdb", "serve", "--config", str(config_path)],
+            stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
+    return LocalNode(config_path.stem, config_path, log_path, process)
+
+
+def await_ready(node: LocalNode) -> None:
+    """Wait for the node's ready line; a node that does not start stops ``up`` with the end
+    of its log."""
+    fields = wait_until_ready(node.process, node_ready_timeout_s)
     if fields is not None:
         node.client, node.admin = fields["client"], fields["admin"]
-        return node
-    stop_node(node)
-    raise SystemExit(f"chorusdb up: node {node.node_id} did not start; run "
-                     f"'chorusdb serve --config {config_path}' to see why")
+        return
+    tail = node.log_path.read_text(errors="replace").splitlines()[-log_tail_lines:]
+    raise SystemExit(f"chorusdb up: node {node.node_id} did not start; the end of its log "
+                     f"({node.log_path}):\n" + "\n".join(tail))
 
 
 def stop_node(node: LocalNode) -> int:
@@ -115,51 +218,116 @@ def stop_node(node: LocalNode) -> int:
     return stop_process(node.process, node_stop_timeout_s)
 
 
+def status_of(node: LocalNode) -> dict:
+    """The node's /status, or an empty dict if it does not answer."""
+    try:
+        return fetch_status(node.admin)
+    except (urllib.error.URLError, OSError, ValueError):
+        return {}
+
+
+def wait_until_writable(nodes: list[LocalNode], write_quorum: int) -> dict[str, dict]:
+    """Each node's /status once a leader (or the standalone node) reports ``write_quorum - 1``
+    followers streaming, so the first write is not refused for want of a quorum; or as they
+    are after ``cluster_ready_timeout_s``."""
+    deadline = time.monotonic() + cluster_ready_timeout_s
+    while True:
+        statuses = {node.node_id: status_of(node) for node in nodes}
+        streaming = max((sum(m.get("state") == "streaming" for m in s.get("members", ()))
+                         for s in statuses.values() if s.get("role") in WRITABLE_ROLES),
+                        default=-1)
+        if streaming >= write_quorum - 1 or time.monotonic() >= deadline:
+            return statuses
+        time.sleep(cluster_ready_poll_s)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run(args: argparse.Namespace) -> int:
+def usage_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with the flags, or None."""
+    if not 1 <= args.nodes <= nodes_max:
+        return f"--nodes: expected 1..{nodes_max}, got {args.nodes}"
     if args.mode not in CORES:
-        print(f"chorusdb up: --mode: expected one of {', '.join(sorted(CORES))}, got "
-              f"{args.mode!r}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.mode == "standalone" and args.nodes != 1:
-        print("chorusdb up: --nodes: standalone mode runs exactly one node", file=sys.stderr)
+        return f"--mode: expected one of {', '.join(sorted(CORES))}, got {args.mode!r}"
+    if args.mode == STANDALONE and args.nodes != 1:
+        return "--nodes: standalone mode runs exactly one node"
+    if args.write_quorum is not None and args.mode != LEADER:
+        return f"--write-quorum: only for --mode {LEADER}"
+    if args.write_quorum is not None and not 1 <= args.write_quorum <= args.nodes:
+        return f"--write-quorum: expected 1..{args.nodes} (the number of nodes), got " \
+               f"{args.write_quorum}"
+    highest_port = args.base_port + ADMIN_PORT_OFFSET + args.nodes - 1
+    if args.base_port and not (1 <= args.base_port and highest_port <= 65535):
+        return f"--base-port: expected 0, or 1..{65535 - ADMIN_PORT_OFFSET - args.nodes + 1}"
+    return None
+
+
+def show_cluster(console: Console, nodes: list[LocalNode], config: NodeConfig,
+                 data_dir: Path) -> None:
+    count = len(nodes)
+    statuses = wait_until_writable(nodes, config.write_quorum)
+    table = Table(title=f"ChorusDB {config.mode} cluster ({count} node{'s' if count > 1 else ''},"
+                        f" data in {data_dir})")
+    for column in ("node", "pid", "role", "client", "admin"):
+        table.add_column(column)
+    for node in nodes:
+        table.add_row(node.node_id, str(node.process.pid),
+                      statuses[node.node_id].get("role", "not answering"), node.client,
+                      f"http://{node.admin}/")
+    console.print(table)
+    for node in nodes:
+        host, port = node.client.rsplit(":", 1)
+        print(f"{node.node_id}: redis-cli -h {host} -p {port}", flush=True)
+    if config.mode == LEADER:
+        held = "on disk" if config.durability == "fsync" else "in the OS (durability os)"
+        console.print(f"a write is acknowledged once {config.write_quorum} of {count} nodes have "
+                      f"it {held}")
+        console.print(f"election quorum {config.election_quorum}; may lose acknowledged writes: "
+                      f"{'yes' if config.may_lose_acknowledged_writes else 'no'}")
+    console.print(f"status: chorusdb status --admin {nodes[0].admin}    logs: {data_dir}/n*.log")
+    console.print("stop: Ctrl-C")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.mode is None:
+        args.mode = LEADER if args.nodes > 1 else STANDALONE
+    problem = usage_error(args)
+    if problem:
+        print(f"chorusdb up: {problem}", file=sys.stderr)
         return EXIT_USAGE
     console = Console()
     # SIGTERM and SIGHUP stop the cluster the way Ctrl-C does: the finally block below stops
-    # every node by its PID (they run in their own sessions, so no signal reaches them directly).
+    # every node by its PID.
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
-    paths = write_configs(args.data_dir, args.nodes, args.mode, args.base_port, args.durability)
     nodes: list[LocalNode] = []
     try:
+        refuse_another_cluster(args.data_dir, args.mode, args.nodes)
+        paths = write_configs(args.data_dir, args.nodes, args.mode, args.base_port,
+                              args.durability, args.write_quorum)
+        try:
+            configs = [load_config(path) for path in paths]
+        except ConfigError as e:        # a damaged cluster.secret, or a bug in write_configs
+            raise SystemExit(f"chorusdb up: a generated config is invalid: {e}") from None
         for path in paths:
-            nodes.append(start_node(path))
-        table = Table(title=f"ChorusDB {args.mode} cluster ({len(nodes)} node"
-                            f"{'s' if len(nodes) > 1 else ''}, data in {args.data_dir})")
-        for column in ("node", "pid", "redis-cli", "admin"):
-            table.add_column(column)
+            nodes.append(launch_node(path))
         for node in nodes:
-            host, port = node.client.rsplit(":", 1)
-            table.add_row(node.node_id, str(node.process.pid), f"redis-cli -h {host} -p {port}",
-                          f"http://{node.admin}/")
-        console.print(table)
-        for node in nodes:
-            host, port = node.client.rsplit(":", 1)
-            print(f"{node.node_id}: redis-cli -h {host} -p {port}    admin http://{node.admin}/",
-                  flush=True)
-        console.print(f"status: chorusdb status --admin {nodes[0].admin}    stop: Ctrl-C")
+            await_ready(node)
+        show_cluster(console, nodes, configs[0], args.data_dir)
         while all(node.process.poll() is None for node in nodes):
             time.sleep(0.5)
         dead = [n.node_id for n in nodes if n.process.poll() is not None]
-        console.print(f"[red]node(s) {', '.join(dead)} exited; stopping the rest[/red]")
+        console.print(f"[red]node(s) {', '.join(dead)} exited; stopping the rest "
+                      f"(logs in {args.data_dir})[/red]")
         return 1
     except KeyboardInterrupt:
         console.print("stopping…")
         return 0
     finally:
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
         for node in nodes:
             stop_node(node)
         if nodes:

@@ -16,6 +16,9 @@ out in this order and then calls ``advance(ready)``:
 4. record ``notes`` (logs, metrics, history);
 5. schedule ``tick`` no later than ``deadline_ms``.
 
+After a ``tick`` the core always has a ``Ready`` (if only to carry the next ``deadline_ms``), so
+a driver that schedules its ticks from ``Ready.deadline_ms`` never loses the chain of ticks.
+
 Only one ``Ready`` is outstanding at a time: the driver calls ``ready()`` again only after it
 called ``advance`` on the previous one. Proposals keep arriving meanwhile, so everything that
 queued up during one fsync is persisted by the next in a single transaction — that is the group
@@ -44,10 +47,19 @@ class ClientCommand:
 
 @dataclass(frozen=True, slots=True)
 class ClientReply:
-    """The reply to the proposal that carried ``request_id`` (a value from ``core.replies``)."""
+    """The reply to the proposal that carried ``request_id`` (a value from ``core.replies``).
+
+    ``position`` is where a write landed in the log (``None`` for a command that wrote
+    nothing): the server remembers it per connection for ``WAIT`` and ``CHORUS.POSITION``.
+    ``stale`` marks a read answered from a replica's applied state without confirming that it
+    is current (a follower's default): such a read promises a consistent prefix, not
+    linearizability, and the checkers judge it so.
+    """
 
     request_id: int
     value: object
+    position: Position | None = None
+    stale: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +111,15 @@ class CoreConfig:
     ``members`` lists every member id, this node included, in configuration order. ``bugs``
     switches on known defects by name (simulator and chaos demonstrations only); each core lists
     the ones it has in ``KNOWN_BUGS``. ``history_notes`` adds per-write notes for checkers.
+    ``settings`` carries the mode's own settings (``LeaderSettings`` for leader mode; ``None``:
+    the mode's defaults).
     """
 
     node_id: str
     members: tuple[str, ...]
     bugs: frozenset[str] = frozenset()
     history_notes: bool = False
+    settings: object = None
 
 
 class Core(Protocol):
@@ -114,11 +129,14 @@ class Core(Protocol):
     ``consistent_prefix``, ``no_lost_writes``, ``convergence``, ``session``): the simulator and
     the fault harness check exactly these, so a mode that promises less says so here.
     ``KNOWN_BUGS`` maps the defects that ``CoreConfig.bugs`` can switch on to what they break.
+    ``POWER_LOSS_EXEMPT_ROLES`` names the roles the fault injector must not take power from,
+    because the mode does not survive it yet (a leader before elections exist).
     """
 
     mode: str
     CLAIMS: frozenset[str]
     KNOWN_BUGS: dict[str, str]
+    POWER_LOSS_EXEMPT_ROLES: frozenset[str]
 
     def __init__(self, config: CoreConfig, recovered: RecoveredState, rng: random.Random,
                  now_ms: int) -> None: ...

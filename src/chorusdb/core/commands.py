@@ -522,6 +522,17 @@ _SPECS: tuple[CommandSpec, ...] = (
     _keyless("chorus.position", 1, ("loading", "stale", "fast"), "chorus",
              "Returns this node's replication log position as epoch:index.", "0.1.0", "server",
              _CONNECTION_FAST),
+    _keyless("chorus.waitreplicas", 5, ("noscript",), "chorus",
+             "Blocks until numreplicas followers hold the log position epoch:index durably, or "
+             "the timeout (ms, 0: no timeout) passes; returns how many do. WAIT is this with "
+             "the position of the connection's last write.", "0.1.0", "server",
+             _CONNECTION_SLOW, _leaf("numreplicas", "integer"), _leaf("timeout", "integer"),
+             _leaf("epoch", "integer"), _leaf("index", "integer")),
+    _keyless("chorus.waitpos", 4, ("loading", "stale"), "chorus",
+             "Blocks until this node has applied the log position epoch:index, or answers "
+             "-TRYAGAIN after timeout_ms.", "0.1.0", "server", _CONNECTION_SLOW,
+             _leaf("epoch", "integer"), _leaf("index", "integer"),
+             _leaf("timeout_ms", "integer")),
     _keyless("chorus.digest", 1, ("loading", "stale"), "chorus",
              "Returns a SHA-256 digest of this node's live data: replicas holding the same data "
              "answer the same digest.", "0.1.0", "server", _CONNECTION_FAST),

@@ -434,6 +434,11 @@ class Keyspace:
                     digest.update(b"%d:%s" % (len(item), item))
         return digest.hexdigest()
 
+    def items(self) -> list[tuple[bytes, Record]]:
+        """Every key with its record (expired ones not reclaimed yet too): a consistent copy for
+        a snapshot, since records are immutable and only the list is new."""
+        return list(self._records.items())
+
     def __len__(self) -> int:
         """Keys held, including expired ones not reclaimed yet."""
         return len(self._records)

@@ -7,10 +7,12 @@ Drivers (the server, the simulator) look the class up here and then use only the
 from __future__ import annotations
 
 from chorusdb.core.api import Core
+from chorusdb.core.leader import LeaderCore
 from chorusdb.core.standalone import StandaloneCore
 
 CORES: dict[str, type[Core]] = {
     StandaloneCore.mode: StandaloneCore,
+    LeaderCore.mode: LeaderCore,
 }
 
 

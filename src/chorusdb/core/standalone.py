@@ -44,7 +44,7 @@ from chorusdb.core.model import (
     RecoveredState,
     Write,
 )
-from chorusdb.replies import Error
+from chorusdb.replies import OK, Error
 
 expiry_reclaim_keys_max = 256        # expired keys deleted per tick
 expiry_cycle_interval_ms = 100       # how often tick reclaims expired keys (Redis's hz 10)
@@ -56,6 +56,7 @@ class StandaloneCore:
     mode = "standalone"
     CLAIMS = frozenset({"linearizable", "consistent_prefix", "no_lost_writes", "convergence",
                         "session"})
+    POWER_LOSS_EXEMPT_ROLES: frozenset[str] = frozenset()
     KNOWN_BUGS = {
         "ack_before_persist": "replies are sent one Ready before the writes they acknowledge",
         "del_not_persisted": "DEL is logged but its data rows are never deleted on disk",
@@ -73,6 +74,7 @@ class StandaloneCore:
         self._deferred_writes: list[Write] = []     # only with the ack_before_persist bug
         self._next_expiry_cycle_ms = now_ms
         self._acknowledged: list[WriteAcknowledged] = []
+        self._ticked = False
 
     # --- inputs ---------------------------------------------------------------------------
 
@@ -87,6 +89,7 @@ class StandaloneCore:
         raise AssertionError(f"a standalone node has no peers, got {message!r}")
 
     def tick(self, now_ms: int) -> None:
+        self._ticked = True             # the next Ready carries the next deadline
         if now_ms < self._next_expiry_cycle_ms:
             return
         self._next_expiry_cycle_ms = now_ms + expiry_cycle_interval_ms
@@ -97,11 +100,13 @@ class StandaloneCore:
     # --- outputs --------------------------------------------------------------------------
 
     def has_ready(self) -> bool:
-        return bool(self._entries or self._ready.replies or self._deferred_writes)
+        return bool(self._entries or self._ready.replies or self._deferred_writes
+                    or self._ticked)
 
     def ready(self) -> Ready:
         ready = self._ready
         self._ready = Ready()
+        self._ticked = False
         writes = self._entries
         self._entries = []
         writes.extend(self.keyspace.take_changes())
@@ -145,23 +150,30 @@ class StandaloneCore:
             for effect in effects:
                 self._append(effect)
             return reply
-        if command.name == b"WAIT":
-            return self._wait(command.args)
+        if command.name in (b"WAIT", b"CHORUS.WAITREPLICAS", b"CHORUS.WAITPOS"):
+            return self._wait(command.name, command.args)
         if command.name == b"CHORUS.POSITION":
             return str(self.last_position).encode()
         if command.name == b"CHORUS.DIGEST":
             return self.keyspace.digest(now_ms).encode()
         raise AssertionError(f"{spec.name} is handled by the server, not the core")
 
-    def _wait(self, args: tuple[bytes, ...]) -> object:
+    def _wait(self, name: bytes, args: tuple[bytes, ...]) -> object:
+        """WAIT and CHORUS.WAITREPLICAS count no replicas; CHORUS.WAITPOS answers at once, since
+        this node's position moves only by writes it runs itself."""
         try:
-            int(args[0])
-            timeout_ms = int(args[1])
+            numbers = [int(arg) for arg in args]
         except ValueError:
             return Error("ERR value is not an integer or out of range")
+        timeout_ms = numbers[2] if name == b"CHORUS.WAITPOS" else numbers[1]
         if timeout_ms < 0:
             return Error("ERR timeout is negative")
-        return 0    # no replicas to wait for
+        if name != b"CHORUS.WAITPOS":
+            return 0    # no replicas to wait for
+        if Position(numbers[0], numbers[1]) <= self.last_position:
+            return OK
+        return Error(f"TRYAGAIN position {numbers[0]}:{numbers[1]} is beyond this node's log "
+                     f"(at {self.last_position})")
 
     def _append(self, effect: Effect) -> None:
         position = Position(self.last_position.epoch, self.last_position.index + 1)

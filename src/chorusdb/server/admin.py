@@ -3,7 +3,8 @@
 - ``GET /health``  — 200 ``{"ok": true, ...}`` while the node serves; scripts and load balancers.
 - ``GET /status``  — the JSON document of DESIGN.md (node, role, epoch, positions, members, ...).
 - ``GET /metrics`` — Prometheus text exposition (``server.metrics``).
-- ``GET /``        — a small dashboard page that polls ``/status``.
+- ``GET /``        — a small dashboard page that polls ``/status``: the node's facts and, on a
+  leader, one row per follower (state, durable position, lag, last answer, re-seeds).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ th{color:#666;font-weight:500}.ok{color:#18794e}.bad{color:#b42318}
 </style></head>
 <body><h1>ChorusDB <span id="node"></span></h1>
 <table id="facts"></table>
+<h2 id="members-title"></h2>
+<table id="members"></table>
 <p><a href="/status">/status</a> · <a href="/metrics">/metrics</a> · <a href="/health">/health</a></p>
 <script>
 async function refresh(){
@@ -38,6 +41,18 @@ async function refresh(){
     ['divergent entries', s.divergent_entries]];
   document.getElementById('facts').innerHTML = rows.map(
     r => '<tr><th>' + r[0] + '</th><td>' + r[1] + '</td></tr>').join('');
+  const members = s.members || [];
+  document.getElementById('members-title').textContent = members.length ? 'followers' : '';
+  document.getElementById('members').innerHTML = !members.length ? '' :
+    '<tr><th>member</th><th>state</th><th>durable</th><th>lag entries</th><th>lag ms</th>' +
+    '<th>last answer ms ago</th><th>re-seeds</th></tr>' + members.map(m =>
+      '<tr><td>' + m.id + '</td><td class="' + (m.state === 'streaming' ? 'ok' : 'bad') + '">' +
+      m.state + (m.reason ? ' (' + m.reason + ')' : '') +
+      (m.snapshot_chunks ? ' ' + m.snapshot_chunks : '') + '</td><td>' +
+      m.durable_position.epoch + ':' + m.durable_position.index + '</td><td>' +
+      m.lag_entries + '</td><td>' + m.lag_ms + '</td><td>' +
+      (m.last_answer_ms_ago === null ? 'never' : m.last_answer_ms_ago) + '</td><td>' +
+      m.reseeds + (m.reseed_reason ? ' (' + m.reseed_reason + ')' : '') + '</td></tr>').join('');
 }
 refresh(); setInterval(refresh, 1000);
 </script></body></html>
@@ -77,7 +92,7 @@ class AdminServer:
         return web.json_response(self.node.status())
 
     async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.node.metrics.exposition(),
+        return web.Response(body=self.node.metrics.exposition(self.node.core.status()),
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     async def dashboard(self, request: web.Request) -> web.Response:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from chorusdb import limits
 from chorusdb.core.api import ClientCommand
+from chorusdb.core.model import Position
 from chorusdb.replies import Error
 from chorusdb.server.connection_commands import ConnectionState, run_connection_command
 from chorusdb.wire.resp import RespParser, encode_replies
@@ -61,6 +62,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closing = False
         self.reading_paused = False
+        self.last_write_position: Position | None = None    # for WAIT and CHORUS.POSITION
         self.last_activity = 0.0
 
     # --- asyncio callbacks ------------------------------------------------------------------
@@ -146,14 +148,39 @@ class ClientConnection(asyncio.Protocol):
             if state.quit_requested:
                 self.closing = True
             return False
+        if name == b"CHORUS.POSITION" and len(args) == 1 and self.last_write_position is not None:
+            self.slots.append(Slot(str(self.last_write_position).encode(),
+                                   self.node.metric_name(name), now, state.protocol))
+            return False
+        command = ClientCommand(name, tuple(args[1:]))
+        if name == b"WAIT" and len(args) == 3:
+            command = self._wait_for_last_write(args)
         slot = Slot(PENDING, self.node.metric_name(name), now, state.protocol)
         self.slots.append(slot)
-        self.node.propose(ClientCommand(name, tuple(args[1:])), self, slot, now_ms)
+        self.node.propose(command, self, slot, now_ms)
         return True
 
-    def deliver(self, slot: Slot, value: object) -> None:
-        """Called by the node when a proposed command's reply is ready."""
+    def _wait_for_last_write(self, args: list[bytes]) -> ClientCommand:
+        """WAIT n timeout -> CHORUS.WAITREPLICAS n timeout epoch index for the connection's last
+        write. While earlier commands of this connection are still unanswered (pipelined), the
+        position of their writes is not known yet: ``-1 -1`` asks for the log's end as it is
+        when WAIT runs, which covers them (and maybe more)."""
+        if any(slot.value is PENDING for slot in self.slots):
+            epoch, index = b"-1", b"-1"
+        elif self.last_write_position is None:
+            epoch, index = b"0", b"0"
+        else:
+            epoch = str(self.last_write_position.epoch).encode()
+            index = str(self.last_write_position.index).encode()
+        return ClientCommand(b"CHORUS.WAITREPLICAS", (args[1], args[2], epoch, index))
+
+    def deliver(self, slot: Slot, value: object, position: Position | None) -> None:
+        """Called by the node when a proposed command's reply is ready; ``position`` is where
+        its write landed in the log (``None``: it wrote nothing)."""
         slot.value = value
+        if position is not None and (self.last_write_position is None
+                                     or position > self.last_write_position):
+            self.last_write_position = position
 
     def flush(self) -> None:
         """Write every reply at the head of the FIFO that is ready, in one write."""

@@ -32,7 +32,27 @@ durability = "fsync"        # fsync: acknowledged means on disk | os: survives a
 requirepass = ""            # non-empty: AUTH required
 max = 10000                 # connected clients
 idle_timeout_s = 0          # close idle clients after this many seconds; 0 = never
+
+[leader]                    # only with mode = "leader"; every key optional
+write_quorum = 2            # members, leader included, that hold a write before it is acknowledged
+election_quorum = "majority"
 ```
+
+**Leader mode.** ``[leader]`` becomes ``NodeConfig.leader``, the core's own ``LeaderSettings``
+(``core.leader`` says what each setting does), with ``write_quorum`` and ``initial_leader``
+resolved (a majority and the first member when not given) and ``client_addresses`` taken from
+``cluster.members``, so ``-NOTLEADER`` names the address clients use. ``election_quorum`` stays
+on ``NodeConfig`` until elections exist. Timers must leave room for heartbeats: the contact,
+disconnection and write timeouts are each longer than ``heartbeat_interval_ms``. Unknown keys
+are errors, because a misspelt quorum silently taking its default is the kind of mistake that
+loses writes.
+
+**The cluster secret.** Peers prove knowledge of a shared secret in their handshake
+(``net.protocol``). In every mode but standalone ``cluster.secret_file`` is read here, at load
+time (so a missing file stops the node before it starts, exit code 2, with the command that
+creates one); trailing whitespace is dropped, so ``head -c 32 /dev/urandom | base64 > FILE`` works. A
+cluster of several members without a secret file still runs — every peer then proves the empty
+secret, and the node logs a warning at start. Standalone mode never reads the file.
 """
 
 from __future__ import annotations
@@ -42,17 +62,39 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from chorusdb import limits
+from chorusdb.core.leader import FOLLOWER_WRITES, LeaderSettings
 from chorusdb.core.modes import CORES
 
 DURABILITIES = ("fsync", "os")
+STANDALONE = "standalone"
+LEADER = LeaderSettings.mode
+MAJORITY = "majority"
+
+LEADER_TIMER_KEYS = ("write_timeout_ms", "heartbeat_interval_ms", "append_resend_ms",
+                     "quorum_contact_ms", "follower_disconnected_ms")
+LEADER_RETENTION_KEYS = ("log_retention_entries", "log_retention_bytes", "log_retention_age_ms",
+                         "log_hold_entries_max")
+LEADER_KEYS = ("write_quorum", "election_quorum", "initial_leader", "follower_writes",
+               *LEADER_TIMER_KEYS, *LEADER_RETENTION_KEYS)
+TIMERS_LONGER_THAN_HEARTBEAT = ("quorum_contact_ms", "follower_disconnected_ms",
+                                "write_timeout_ms")
+
+cluster_secret_bytes_min = 16     # shorter secrets are refused (a base64 of 32 random bytes: 44)
+cluster_secret_bytes_max = 4096   # a secret file larger than this is not a secret file
 
 
 class ConfigError(ValueError):
-    """A configuration value is missing or wrong; ``field`` is its dotted name."""
+    """A configuration value is missing or wrong; ``field`` is its dotted name.
 
-    def __init__(self, field_name: str, expected: str, got: object = None) -> None:
+    The message is one line, ``field: expected WHAT, got VALUE``, or ``field: PROBLEM`` when the
+    trouble is not a single bad value (a file that cannot be read, a section in the wrong mode).
+    """
+
+    def __init__(self, field_name: str, expected: str = "", got: object = None, *,
+                 problem: str = "") -> None:
+        assert bool(expected) != bool(problem), (expected, problem)
         shown = "" if got is None else f", got {got!r}"
-        super().__init__(f"{field_name}: expected {expected}{shown}")
+        super().__init__(f"{field_name}: {problem or f'expected {expected}{shown}'}")
         self.field = field_name
 
 
@@ -74,6 +116,14 @@ class Member:
 
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
+    """A node's validated configuration.
+
+    ``leader`` is resolved in leader mode (``write_quorum`` and ``initial_leader`` set, and
+    ``client_addresses`` filled from the members) and the core's defaults otherwise;
+    ``election_quorum`` is resolved to a number in every mode (1 for standalone).
+    ``cluster_secret`` is the content of ``secret_file`` outside standalone mode, else empty.
+    """
+
     node_id: str
     data_dir: Path
     client: Address
@@ -88,11 +138,25 @@ class NodeConfig:
     clients_max: int = limits.clients_max
     client_idle_timeout_s: float = limits.client_idle_timeout_s_default
     debug_commands: bool = False
-    extra: dict = field(default_factory=dict)
+    leader: LeaderSettings = LeaderSettings()
+    election_quorum: int = 1
+    cluster_secret: bytes = field(default=b"", repr=False)
 
     @property
     def member_ids(self) -> tuple[str, ...]:
         return tuple(m.id for m in self.members)
+
+    @property
+    def write_quorum(self) -> int:
+        """W: members, the leader included, that hold a write before it is acknowledged."""
+        return self.leader.quorum(len(self.members)) if self.mode == LEADER else 1
+
+    @property
+    def may_lose_acknowledged_writes(self) -> bool:
+        """True when a crash or a failover can lose an acknowledged write: durability ``os``
+        (a power loss), or W + Q <= N (an election quorum that need not meet a write quorum)."""
+        return (self.durability != "fsync"
+                or self.write_quorum + self.election_quorum <= len(self.members))
 
 
 def parse_address(field_name: str, value: object) -> Address:
@@ -145,20 +209,31 @@ def parse_config(doc: dict, base_dir: Path) -> NodeConfig:
     node_id = _string(node, "node", "id")
     data_dir = base_dir / _string(node, "node", "data_dir")
     client = parse_address("listen.client", listen.get("client"))
-    peer = parse_address("listen.peer", listen.get("peer", f"{client.host}:0"))
     admin = parse_address("listen.admin", listen.get("admin"))
 
     cluster_id = _string(cluster, "cluster", "id", "chorus")
-    mode = cluster.get("mode", "standalone")
+    mode = cluster.get("mode", STANDALONE)
     if mode not in CORES:
         raise ConfigError("cluster.mode", f"one of {', '.join(sorted(CORES))}", mode)
     secret = cluster.get("secret_file")
     if secret is not None and (not isinstance(secret, str) or not secret):
         raise ConfigError("cluster.secret_file", "a file path", secret)
-    members = _parse_members(cluster.get("members"), node_id, client, peer)
-    if mode == "standalone" and len(members) != 1:
+    secret_file = None if secret is None else base_dir / secret
+    # listen.peer defaults to where the members dial this node (a proxy in between is the
+    # reason the two may differ); a node with no member list has no peers and any port does.
+    peer = None if "peer" not in listen else parse_address("listen.peer", listen["peer"])
+    members = _parse_members(cluster.get("members"), node_id, client,
+                             peer or Address(client.host, 0))
+    if peer is None:
+        peer = next(m.peer for m in members if m.id == node_id)
+    if mode == STANDALONE and len(members) != 1:
         raise ConfigError("cluster.members", "exactly one member (this node) in standalone mode",
                           len(members))
+    if mode != LEADER and "leader" in doc:
+        raise ConfigError("leader", problem=f'leader settings need cluster.mode = "{LEADER}" '
+                                            f'(it is {mode!r})')
+    leader, election_quorum = (_parse_leader(_table(doc, "leader"), members) if mode == LEADER
+                               else (LeaderSettings(), 1))
 
     durability = storage.get("durability", "fsync")
     if durability not in DURABILITIES:
@@ -175,15 +250,87 @@ def parse_config(doc: dict, base_dir: Path) -> NodeConfig:
         admin=admin,
         cluster_id=cluster_id,
         mode=mode,
-        secret_file=None if secret is None else base_dir / secret,
+        secret_file=secret_file,
         members=members,
         durability=durability,
         requirepass=requirepass,
         clients_max=int(_number(clients, "clients", "max", limits.clients_max, 1, True)),
         client_idle_timeout_s=_number(clients, "clients", "idle_timeout_s",
                                       limits.client_idle_timeout_s_default, 0, False),
-        extra={"leader": _table(doc, "leader")},
+        leader=leader,
+        election_quorum=election_quorum,
+        cluster_secret=(b"" if mode == STANDALONE or secret_file is None
+                        else read_cluster_secret(secret_file)),
     )
+
+
+def _parse_leader(table: dict, members: tuple[Member, ...]) -> tuple[LeaderSettings, int]:
+    """The ``[leader]`` table as resolved ``LeaderSettings`` and the election quorum."""
+    for key in table:
+        if key not in LEADER_KEYS:
+            raise ConfigError(f"leader.{key}", f"one of the keys {', '.join(LEADER_KEYS)}", key)
+    member_ids = tuple(m.id for m in members)
+    defaults = LeaderSettings()
+    initial_leader = table.get("initial_leader", member_ids[0])
+    if initial_leader not in member_ids:
+        raise ConfigError("leader.initial_leader", f"a member id ({', '.join(member_ids)})",
+                          initial_leader)
+    follower_writes = table.get("follower_writes", defaults.follower_writes)
+    if follower_writes not in FOLLOWER_WRITES:
+        raise ConfigError("leader.follower_writes", " or ".join(map(repr, FOLLOWER_WRITES)),
+                          follower_writes)
+    numbers = {key: int(_number(table, "leader", key, getattr(defaults, key), 1, True))
+               for key in (*LEADER_TIMER_KEYS, *LEADER_RETENTION_KEYS)}
+    heartbeat_ms = numbers["heartbeat_interval_ms"]
+    for key in TIMERS_LONGER_THAN_HEARTBEAT:
+        if numbers[key] <= heartbeat_ms:
+            raise ConfigError(f"leader.{key}",
+                              f"more than leader.heartbeat_interval_ms ({heartbeat_ms})",
+                              numbers[key])
+    if numbers["log_hold_entries_max"] < numbers["log_retention_entries"]:
+        raise ConfigError("leader.log_hold_entries_max",
+                          f"at least leader.log_retention_entries "
+                          f"({numbers['log_retention_entries']})",
+                          numbers["log_hold_entries_max"])
+    settings = LeaderSettings(
+        write_quorum=_quorum(table, "write_quorum", len(members)),
+        initial_leader=initial_leader,
+        follower_writes=follower_writes,
+        client_addresses=tuple((m.id, str(m.client)) for m in members),
+        **numbers,
+    )
+    return settings, _quorum(table, "election_quorum", len(members))
+
+
+def _quorum(table: dict, key: str, member_count: int) -> int:
+    """``"majority"`` (the default) or a number of members in 1..N, as a number."""
+    value = table.get(key, MAJORITY)
+    if value == MAJORITY:
+        return member_count // 2 + 1
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= member_count:
+        raise ConfigError(f"leader.{key}", f'"{MAJORITY}" or an integer in 1..{member_count} '
+                                           f"(the number of members)", value)
+    return value
+
+
+def read_cluster_secret(path: Path) -> bytes:
+    """The secret in ``path`` without trailing whitespace; ``ConfigError`` if it cannot be used."""
+    recipe = f"create it with: head -c 32 /dev/urandom | base64 > {path}"
+    try:
+        with open(path, "rb") as f:
+            secret = f.read(cluster_secret_bytes_max + 1).rstrip()
+    except OSError as e:
+        raise ConfigError("cluster.secret_file",
+                          problem=f"cannot read {path} ({e.strerror}); {recipe}") from None
+    if len(secret) > cluster_secret_bytes_max:
+        raise ConfigError("cluster.secret_file", problem=f"{path} is larger than "
+                                                         f"{cluster_secret_bytes_max} bytes; "
+                                                         f"{recipe}")
+    if len(secret) < cluster_secret_bytes_min:
+        raise ConfigError("cluster.secret_file", problem=f"{path} holds {len(secret)} bytes, "
+                                                         f"fewer than {cluster_secret_bytes_min}; "
+                                                         f"{recipe}")
+    return secret
 
 
 def _parse_members(raw: object, node_id: str, client: Address, peer: Address) -> tuple[Member, ...]:

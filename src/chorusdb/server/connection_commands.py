@@ -4,10 +4,19 @@ PING, ECHO, AUTH, HELLO, SELECT, INFO, ROLE, CLIENT, COMMAND, QUIT and RESET cha
 connection's own state (protocol version, name, authentication) or describe the node, so they
 never enter the replication log. Their replies follow Redis 7 closely enough that redis-py,
 redis-cli and redis-benchmark cannot tell the difference.
+
+ROLE and ``INFO replication`` translate the core's ``status()`` into Redis's replication
+vocabulary: a leader (or a standalone node) is a ``master`` whose offset is its log index, a
+follower is a ``slave`` of the leader's client address whose offset is its applied index, and
+each follower's client address comes from ``cluster.members``. Redis's own fields keep their
+meaning (``lag`` is seconds since the replica last answered, the link is ``up`` while the
+leader was heard within ``follower_disconnected_ms``); everything Redis has no word for —
+epoch, quorum, commit index, entries behind — follows as ``chorus_*`` fields.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import platform
@@ -145,13 +154,66 @@ def _reset(node: Node, state: ConnectionState, args: list[bytes]) -> object:
 
 
 def _role(node: Node, state: ConnectionState, args: list[bytes]) -> object:
+    """Redis's shape: ``[master, offset, [[ip, port, offset], ...]]`` listing the followers
+    that stream (Redis lists only replicas that are online), ip, port and offset as strings;
+    ``[slave, leader ip, leader port, link state, applied index]`` on a follower."""
     status = node.core.status()
-    offset = status["position"]["index"]
     if node.is_writable_role():
-        return [b"master", offset, []]
+        followers = [[host.encode(), str(port).encode(),
+                      str(member["durable_position"]["index"]).encode()]
+                     for host, port, member in _followers(node, status, ("streaming",))]
+        return [b"master", status["position"]["index"], followers]
+    host, port = _leader_address(node)
+    return [b"slave", host.encode(), port, _link_state(node, status).encode(),
+            _applied_index(status)]
+
+
+# --- replication facts shared by ROLE and INFO ----------------------------------------------
+
+# A follower's state in /status -> the replica state Redis shows in INFO's slaveN lines.
+# Disconnected followers are not connected replicas, so Redis would not list them.
+REDIS_REPLICA_STATES = {"streaming": "online", "snapshotting": "send_bulk"}
+
+
+def _followers(node: Node, status: dict, states: tuple[str, ...]) -> list[tuple[str, int, dict]]:
+    """``(client host, client port, member status)`` of the followers in one of ``states``,
+    in the order of ``/status``."""
+    clients = {member.id: member.client for member in node.config.members}
+    return [(clients[m["id"]].host, clients[m["id"]].port, m)
+            for m in status["members"] if m.get("state") in states]
+
+
+def _leader_address(node: Node) -> tuple[str, int]:
     leader = node.leader_client_address()
-    host, port = (leader.host.encode(), leader.port) if leader else (b"?", 0)
-    return [b"slave", host, port, b"connected", offset]
+    return (leader.host, leader.port) if leader is not None else ("?", 0)
+
+
+def _link_is_up(node: Node, status: dict) -> bool:
+    """The leader was heard within ``follower_disconnected_ms``: the bound after which the
+    leader counts a silent follower as disconnected serves the other direction too."""
+    contact_ms_ago = status.get("leader_contact_ms_ago")
+    return contact_ms_ago is not None \
+        and contact_ms_ago <= node.config.leader.follower_disconnected_ms
+
+
+def _link_state(node: Node, status: dict) -> str:
+    """ROLE's replica state: ``sync`` while a snapshot is being received, ``connected`` while
+    the leader was heard within ``follower_disconnected_ms``, else ``connect``."""
+    if status.get("snapshot_receiving"):
+        return "sync"
+    return "connected" if _link_is_up(node, status) else "connect"
+
+
+def _applied_index(status: dict) -> int:
+    """The applied index; a standalone node applies every entry as it appends it."""
+    return status.get("applied_position", status["position"])["index"]
+
+
+def replication_id(cluster_id: str, epoch: int) -> str:
+    """INFO's ``master_replid``: 40 hex digits shared by every member of a cluster within one
+    epoch, and new with every epoch — as a Redis replication id is shared by a master and its
+    replicas and changes on failover."""
+    return hashlib.sha1(f"{cluster_id}/{epoch}".encode()).hexdigest()
 
 
 # --- CLIENT -----------------------------------------------------------------------------------
@@ -316,11 +378,74 @@ def _info_persistence(node: Node) -> list[tuple[str, object]]:
 
 
 def _info_replication(node: Node) -> list[tuple[str, object]]:
+    """Redis's fields first (redis-py, redis-cli and monitoring tools parse them), then ours,
+    prefixed ``chorus_``. ``offset`` and ``*_repl_offset`` are log indexes, not byte offsets."""
     status = node.core.status()
-    role = "master" if node.is_writable_role() else "slave"
-    return [("role", role), ("connected_slaves", len(status["members"])),
-            ("master_repl_offset", status["position"]["index"]),
-            ("chorus_role", status["role"]), ("chorus_epoch", status["epoch"])]
+    if node.is_writable_role():
+        fields = _info_replication_leader(node, status)
+    else:
+        fields = _info_replication_follower(node, status)
+    fields += [("master_replid", replication_id(node.config.cluster_id, status["epoch"])),
+               ("master_repl_offset", status["position"]["index"]),
+               ("chorus_role", status["role"]), ("chorus_epoch", status["epoch"]),
+               ("chorus_leader_id", status["leader_id"] or ""),
+               ("chorus_write_quorum", status.get("write_quorum", 1)),
+               ("chorus_commit_index", status["commit_position"]["index"]),
+               ("chorus_applied_index", _applied_index(status))]
+    if "log" in status:
+        log = status["log"]
+        fields += [("chorus_log_first_index", log["first_index"]),
+                   ("chorus_log_entries", log["entries"]), ("chorus_log_bytes", log["bytes"])]
+    for number, member in enumerate(status["members"]):
+        fields.append((f"chorus_follower{number}", _follower_line(member)))
+    return fields
+
+
+def _info_replication_leader(node: Node, status: dict) -> list[tuple[str, object]]:
+    """``slaveN`` lines for the connected followers; ``lag`` is, as in Redis, the seconds
+    since the follower last answered (its delay in entries is in ``chorus_followerN``)."""
+    connected = _followers(node, status, tuple(REDIS_REPLICA_STATES))
+    fields: list[tuple[str, object]] = [("role", "master"), ("connected_slaves", len(connected))]
+    for number, (host, port, member) in enumerate(connected):
+        answered_ms_ago = member["last_answer_ms_ago"]
+        lag_s = -1 if answered_ms_ago is None else answered_ms_ago // 1000
+        fields.append((f"slave{number}",
+                       f"ip={host},port={port},state={REDIS_REPLICA_STATES[member['state']]},"
+                       f"offset={member['durable_position']['index']},lag={lag_s}"))
+    return fields
+
+
+def _info_replication_follower(node: Node, status: dict) -> list[tuple[str, object]]:
+    host, port = _leader_address(node)
+    contact_ms_ago = status.get("leader_contact_ms_ago")
+    contact_s = -1 if contact_ms_ago is None else contact_ms_ago // 1000
+    link_up = _link_is_up(node, status)
+    fields: list[tuple[str, object]] = [
+        ("role", "slave"), ("master_host", host), ("master_port", port),
+        ("master_link_status", "up" if link_up else "down"),
+        ("master_last_io_seconds_ago", contact_s),
+        ("master_sync_in_progress", int(bool(status.get("snapshot_receiving"))))]
+    if not link_up:
+        fields.append(("master_link_down_since_seconds", contact_s))
+    # Writes sent here are refused (redirect) or carried to the leader (forward).
+    read_only = int(status.get("follower_writes") == "redirect")
+    fields += [("slave_repl_offset", _applied_index(status)), ("slave_read_only", read_only),
+               ("connected_slaves", 0),
+               ("chorus_follower_writes", status.get("follower_writes", "")),
+               ("chorus_snapshot_receiving", status.get("snapshot_receiving") or "")]
+    return fields
+
+
+def _follower_line(member: dict) -> str:
+    """One follower as the leader sees it, in INFO's ``key=value,...`` form (the re-seed
+    reason is free text and stays in /status)."""
+    answered_ms_ago = member["last_answer_ms_ago"]
+    return (f"id={member['id']},state={member['state']},"
+            f"durable_index={member['durable_position']['index']},"
+            f"applied_index={member['applied_position']['index']},"
+            f"lag_entries={member['lag_entries']},lag_ms={member['lag_ms']},"
+            f"last_answer_ms_ago={-1 if answered_ms_ago is None else answered_ms_ago},"
+            f"reseeds={member['reseeds']}")
 
 
 def _info_keyspace(node: Node) -> list[tuple[str, object]]:

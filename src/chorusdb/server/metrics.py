@@ -4,6 +4,12 @@
 at a hundred thousand commands a second that is a large share of one core. So the server counts
 into plain ints and lists here, on the event-loop thread, and a custom collector turns them into
 metric families only when ``/metrics`` is scraped.
+
+Replication is not counted here at all: the core already keeps its positions, its view of each
+follower and its counters, and ``StatusCollector`` turns one ``core.status()`` taken at scrape
+time into gauges and counters (``chorus_commit_index``, ``chorus_follower_lag_entries{follower}``,
+``chorus_replication_entries_sent_total``, ...). A family appears only when the mode reports
+the fact it is made of, so a standalone node shows positions but no followers.
 """
 
 from __future__ import annotations
@@ -67,8 +73,6 @@ class NodeMetrics:
         self.group_commit_batches = _Histogram(BATCH_BUCKETS_WRITES)
         self.commit_seconds = 0.0
         self.durability_fsync = True
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self)
 
     def observe_command(self, name: str, seconds: float) -> None:
         histogram = self.command_latency.get(name)
@@ -85,8 +89,13 @@ class NodeMetrics:
         self.group_commit_batches.observe(writes)
         self.commit_seconds += seconds
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+    def exposition(self, core_status: dict) -> bytes:
+        """The text of ``/metrics``: these counters and the replication facts of
+        ``core_status`` (the core's ``status()`` now)."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self)
+        registry.register(StatusCollector(self.node_id, core_status))
+        return generate_latest(registry)
 
     def collect(self):
         commands = CounterMetricFamily("chorus_commands", "Commands answered, by command",
@@ -127,3 +136,110 @@ class NodeMetrics:
                                     labels=["node"])
         clients.add_metric([self.node_id], self.connected_clients)
         yield clients
+
+
+# Every state a follower can be in on its leader (``LeaderCore.status``), so that
+# ``chorus_follower_state`` shows the others as 0 and a change of state is one query.
+FOLLOWER_STATES = ("streaming", "snapshotting", "disconnected")
+
+_REPLICATION_COUNTER_HELP = {
+    "append_messages_sent": "Append messages sent to followers, heartbeats included",
+    "entries_sent": "Log entries sent to followers, resends included",
+    "snapshot_chunks_sent": "Snapshot chunks sent to followers being re-seeded",
+    "snapshot_bytes_sent": "Snapshot bytes sent to followers being re-seeded",
+    "snapshots_installed": "Snapshots this follower installed",
+    "entries_received": "Log entries this follower appended from its leader",
+    "writes_refused_no_quorum": "Writes refused before they were appended (-NOQUORUM)",
+    "replies_in_doubt": "Writes answered -INDOUBT: appended, not confirmed in time",
+    "forwarded_writes": "Writes this follower forwarded to its leader",
+}
+
+
+class StatusCollector:
+    """The replication metrics in one ``core.status()`` dict; see the module docstring.
+
+    Per-batch sizes are not observable from outside the core, so
+    ``chorus_replication_entries_per_append`` is the mean since the node started
+    (entries sent / Append messages sent, heartbeats included), not a histogram.
+    """
+
+    def __init__(self, node_id: str, status: dict) -> None:
+        self.node_id = node_id
+        self.status = status
+
+    def _gauge(self, name: str, help_text: str, value: float) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(name, help_text, labels=["node"])
+        family.add_metric([self.node_id], value)
+        return family
+
+    def collect(self):
+        status = self.status
+        position = status["position"]["index"]
+        applied = status.get("applied_position", status["position"])["index"]
+        yield self._gauge("chorus_log_position_index", "Index of the last entry in the log",
+                          position)
+        yield self._gauge("chorus_commit_index", "Index up to which writes are acknowledged",
+                          status["commit_position"]["index"])
+        yield self._gauge("chorus_applied_index", "Index of the last entry applied to the data",
+                          applied)
+        yield self._gauge("chorus_epoch", "Leader epoch (term) this node is in", status["epoch"])
+        yield self._gauge("chorus_is_leader", "1 if this node is its cluster's leader",
+                          int(status["leader_id"] == self.node_id))
+        if "log" in status:
+            log = status["log"]
+            yield self._gauge("chorus_log_first_index", "Index of the oldest entry kept",
+                              log["first_index"])
+            yield self._gauge("chorus_log_entries", "Entries kept in the log", log["entries"])
+            yield self._gauge("chorus_log_bytes", "Estimated bytes of the entries kept",
+                              log["bytes"])
+        if status.get("leader_contact_ms_ago") is not None:
+            yield self._gauge("chorus_leader_last_contact_seconds",
+                              "Seconds since this follower last heard from its leader",
+                              status["leader_contact_ms_ago"] / 1000)
+        if "inflight_entries" in status:
+            yield self._gauge("chorus_replication_inflight_entries",
+                              "Entries sent to followers and not yet confirmed",
+                              status["inflight_entries"])
+        yield from self._followers(status["members"])
+        if "replication" in status:
+            yield from self._replication(status["replication"])
+
+    def _followers(self, members: list[dict]):
+        """Per-follower families, on a leader (the members it streams to)."""
+        members = [m for m in members if "lag_entries" in m]
+        if not members:
+            return
+        labels = ["node", "follower"]
+        lag_entries = GaugeMetricFamily("chorus_follower_lag_entries",
+                                        "Entries the follower has not confirmed durable",
+                                        labels=labels)
+        lag_seconds = GaugeMetricFamily("chorus_follower_lag_seconds",
+                                        "How long the follower has been behind the log end",
+                                        labels=labels)
+        state = GaugeMetricFamily("chorus_follower_state",
+                                  "1 for the follower's current state, 0 for the others",
+                                  labels=[*labels, "state"])
+        reseeds = CounterMetricFamily("chorus_follower_reseeds",
+                                      "Times the follower was re-seeded from a snapshot",
+                                      labels=labels)
+        for member in members:
+            follower = [self.node_id, member["id"]]
+            lag_entries.add_metric(follower, member["lag_entries"])
+            lag_seconds.add_metric(follower, member["lag_ms"] / 1000)
+            for name in sorted({*FOLLOWER_STATES, member["state"]}):
+                state.add_metric([*follower, name], int(member["state"] == name))
+            reseeds.add_metric(follower, member["reseeds"])
+        yield from (lag_entries, lag_seconds, state, reseeds)
+
+    def _replication(self, counters: dict[str, int]):
+        for name in sorted(counters):
+            family = CounterMetricFamily(
+                f"chorus_replication_{name}",
+                _REPLICATION_COUNTER_HELP.get(name, f"Replication counter {name}"),
+                labels=["node"])
+            family.add_metric([self.node_id], counters[name])
+            yield family
+        appends = counters.get("append_messages_sent", 0)
+        yield self._gauge("chorus_replication_entries_per_append",
+                          "Mean entries per Append message since start (heartbeats included)",
+                          counters.get("entries_sent", 0) / appends if appends else 0)

@@ -10,7 +10,10 @@ It runs the core contract (``core.api``) on the asyncio loop:
   core and form the next ``Ready`` — the group commit grows with the load by itself;
 - ``tick`` runs at the deadline the core asked for.
 
-The driver knows nothing of the mode: it looks the core class up in ``core.modes``.
+The driver knows nothing of the mode: it looks the core class up in ``core.modes``. When the
+cluster has other members it opens a ``net.peers.PeerNetwork``: peer messages are stepped into
+the core as they arrive, and a ``Ready``'s messages are sent (after its writes are committed) by
+their ``target``.
 
 Shutdown (SIGTERM/SIGINT): stop accepting, let the pump finish the ``Ready`` in flight and any
 that follow from commands already received, then close SQLite cleanly. A failed commit is fatal:
@@ -27,12 +30,16 @@ import random
 import resource
 import secrets
 import time
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING
 
 from chorusdb import __version__, limits
 from chorusdb.core.api import NO_DEADLINE, ClientCommand, CoreConfig, Probe, Ready
+from chorusdb.core.leader_messages import ForwardReply
 from chorusdb.core.modes import core_class
+from chorusdb.net.peers import PeerNetwork
+from chorusdb.net.protocol import thaw_reply
 from chorusdb.server.config import Address, NodeConfig
 from chorusdb.server.connection_commands import CONNECTION_COMMAND_NAMES
 from chorusdb.server.metrics import NodeMetrics
@@ -83,6 +90,7 @@ class Node:
         self._stopped = asyncio.Event()
         self._fatal: BaseException | None = None
         self.admin = None
+        self.peers: PeerNetwork | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -96,12 +104,18 @@ class Node:
         recovered = await self.storage.start()
         gc.set_threshold(gc_young_threshold_objects, gc_middle_threshold_collections,
                          gc_old_threshold_collections)
-        core_config = CoreConfig(node_id=config.node_id, members=config.member_ids)
+        core_config = CoreConfig(node_id=config.node_id, members=config.member_ids,
+                                 settings=config.leader if config.mode == "leader" else None)
         self.core = core_class(config.mode)(core_config, recovered, random.Random(),
                                             self.now_ms())
         log.info("node %s: mode %s, recovered %d keys at log position %s, durability %s",
                  config.node_id, config.mode, len(recovered.records), recovered.last_position,
                  config.durability)
+        log.info("node %s: write quorum %d of %d, election quorum %d: %s", config.node_id,
+                 config.write_quorum, len(config.members), config.election_quorum,
+                 "MAY LOSE acknowledged writes (durability os, or W + Q <= N)"
+                 if config.may_lose_acknowledged_writes
+                 else "no acknowledged write can be lost (durability fsync, W + Q > N)")
         del recovered
         gc.collect()
         gc.freeze()
@@ -110,6 +124,18 @@ class Node:
             lambda: ClientConnection(self), config.client.host, config.client.port,
             reuse_address=True, backlog=1024)
         self._servers.append(server)
+        others = {member.id: member.peer for member in config.members
+                  if member.id != config.node_id}
+        if others:
+            if not config.cluster_secret:
+                log.warning("node %s: no cluster.secret_file; peers authenticate with an empty "
+                            "secret, so anything that reaches the peer port can join",
+                            config.node_id)
+            self.peers = PeerNetwork(node_id=config.node_id, cluster_id=config.cluster_id,
+                                     secret=config.cluster_secret, listen=config.peer,
+                                     peers=others, on_message=self._on_peer_message,
+                                     rng=random.Random())
+            await self.peers.start()
         from chorusdb.server.admin import AdminServer
         self.admin = AdminServer(self)
         await self.admin.start()
@@ -148,6 +174,8 @@ class Node:
             self._tick_handle.cancel()
         if self.admin is not None:
             await self.admin.stop()
+        if self.peers is not None:
+            await self.peers.stop()
         await self.storage.close()
         log.info("node %s stopped cleanly at log position %s", self.config.node_id,
                  self.core.status()["position"])
@@ -182,6 +210,12 @@ class Node:
         self._waiting[request_id] = (connection, slot)
         self.core.propose(command, request_id, now_ms)
 
+    def _on_peer_message(self, message: object) -> None:
+        if type(message) is ForwardReply:        # the codec turned the reply's lists to tuples
+            message = replace(message, value=thaw_reply(message.value))
+        self.core.step(message, self.now_ms())
+        self.kick()
+
     def kick(self) -> None:
         if not self._pump_scheduled:
             self._pump_scheduled = True
@@ -209,6 +243,10 @@ class Node:
         self._carry_out(ready)
 
     def _carry_out(self, ready: Ready) -> None:
+        if ready.messages:
+            send = self.peers.send
+            for message in ready.messages:
+                send(message)
         touched = set()
         waiting = self._waiting
         for reply in ready.replies:
@@ -216,7 +254,7 @@ class Node:
             if entry is None:
                 continue
             connection, slot = entry
-            connection.deliver(slot, reply.value)
+            connection.deliver(slot, reply.value, reply.position)
             touched.add(connection)
         for connection in touched:
             connection.flush()
@@ -290,7 +328,9 @@ class Node:
             "uptime_s": round(time.monotonic() - self.started_monotonic, 3),
         }
         document.update(core)
-        document.setdefault("write_quorum", 1)
-        document.setdefault("election_quorum", 1)
-        document.setdefault("may_lose_acknowledged_writes", self.config.durability != "fsync")
+        document["write_quorum"] = self.config.write_quorum
+        document["election_quorum"] = self.config.election_quorum
+        document["may_lose_acknowledged_writes"] = self.config.may_lose_acknowledged_writes
+        if self.peers is not None:
+            document["peers"] = self.peers.peer_status()
         return document

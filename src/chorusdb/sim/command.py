@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--faults", help=f"comma-separated fault kinds allowed, from "
                                          f"{','.join(FAULT_KINDS)} (default: all; 'none')")
     parser.add_argument("--bug", default="", help="switch on a known bug (see --list-bugs)")
+    parser.add_argument("--write-quorum", type=int, default=0,
+                        help="leader mode: members that hold a write before it is acknowledged "
+                             "(default: a majority)")
     parser.add_argument("--durability", choices=DURABILITIES, default="fsync",
                         help="when a write is acknowledged: after fsync, or in the page cache")
     parser.add_argument("--list-bugs", action="store_true",
@@ -67,10 +70,13 @@ def config_from(args: argparse.Namespace) -> SimConfig:
     if args.mode == "standalone" and args.nodes > 1:
         raise ValueError("--nodes: a standalone cluster is one node (standalone nodes do not "
                          "replicate, so several would disagree)")
+    if args.write_quorum and (args.mode != "leader" or args.write_quorum < 0
+                              or args.write_quorum > (args.nodes or 3)):
+        raise ValueError("--write-quorum: leader mode only, from 1 to the number of nodes")
     if args.seeds is not None and args.seeds < 1:
         raise ValueError("--seeds must be at least 1")
     return SimConfig(mode=args.mode, durability=args.durability, nodes=args.nodes,
-                     faults=faults, bug=args.bug)
+                     faults=faults, bug=args.bug, write_quorum=args.write_quorum)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,7 +11,12 @@ it, so a violation points at the event that caused it (TigerBeetle's state check
   to the last position written: nothing that survived may be missing, nothing may appear;
 - **positions never go backwards** while a node runs: ``status()["position"]`` and
   ``status()["commit_position"]`` are monotonic within an incarnation (only a crash may take
-  them back, to what the disk kept).
+  them back, to what the disk kept). A ``ResetLog`` (a snapshot installed) moves the log end
+  wherever the snapshot stands;
+- **acknowledged means W copies** (durability ``"fsync"``): whenever a leader's
+  ``commit_position`` moves forward, at least ``status()["write_quorum"]`` nodes, itself
+  included, have it synced. Under ``"os"`` a follower's copy sits in its page cache and a power
+  loss may take it between its answer and the commit, which that durability allows.
 
 A violation is recorded (with the virtual time and node) and fails the seed; the run goes on so
 the report also shows what the clients saw.
@@ -20,7 +25,7 @@ the report also shows what the clients saw.
 from __future__ import annotations
 
 from chorusdb.core.api import Ready
-from chorusdb.core.model import ZERO_POSITION, AppendEntry, Position, RecoveredState
+from chorusdb.core.model import ZERO_POSITION, AppendEntry, Position, RecoveredState, ResetLog
 from chorusdb.sim.node import SimNode
 
 violations_max = 20          # per run; the first few explain the failure
@@ -54,6 +59,8 @@ class Invariants:
                 if position <= last:
                     self._violate(node, f"log position {position} written after {last}")
                 last = position
+            elif type(write) is ResetLog:
+                last = write.position
         self._written[node.node_id] = last
 
     def on_carried_out(self, node: SimNode) -> None:
@@ -67,6 +74,15 @@ class Invariants:
                 if new < old:
                     self._violate(node, f"{name} went back from {old} to {new} without a crash")
         self._status[node.node_id] = now
+        if status.get("role") == "leader" and node.durability == "fsync" and now[1] > (
+                ZERO_POSITION if before is None else before[1]):
+            self._check_commit_copies(node, now[1], status["write_quorum"])
+
+    def _check_commit_copies(self, node: SimNode, commit: Position, quorum: int) -> None:
+        holders = [n for n, synced in self._synced.items() if synced >= commit]
+        if len(holders) < quorum:
+            self._violate(node, f"commit position {commit} acknowledged with {len(holders)} "
+                                f"durable copies {sorted(holders)}, write quorum {quorum}")
 
     def on_sync(self, node: SimNode) -> None:
         # While a node is down after a power loss, what it had written is unknown until

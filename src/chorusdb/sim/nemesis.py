@@ -4,7 +4,8 @@ Faults arrive as a Poisson process (exponential gaps with the seed's mean interv
 one of the seed's enabled kinds uniformly and a victim, applies the fault, writes a ``nemesis``
 note into the history and schedules its undoing:
 
-- ``crash`` / ``power``: a node dies (SIGKILL / power loss) and boots again after a downtime;
+- ``crash`` / ``power``: a node dies (SIGKILL / power loss) and boots again after a downtime
+  (power loss spares the roles the mode lists in ``POWER_LOSS_EXEMPT_ROLES``);
   half of these crashes wait for the node's next persist and strike while it is in flight
   (written, not yet synced or acknowledged), the instant that decides whether an
   acknowledgement can be lost, and one a crash at a random time rarely hits;
@@ -108,11 +109,12 @@ class Nemesis:
     # --- processes --------------------------------------------------------------------------
 
     def _crash(self, kind: str) -> bool:
-        up = [node for node in self.nodes.values() if node.is_up]
+        power_loss = kind == "power"
+        up = [node for node in self.nodes.values() if node.is_up
+              and not (power_loss and node.role() in node.core_class.POWER_LOSS_EXEMPT_ROLES)]
         if not up:
             return False
         node = self.rng.choice(up)
-        power_loss = kind == "power"
         if self.rng.random() < mid_persist_crash_probability:
             self._note("armed", {"node": node.node_id, "crash": kind})
             node.crash_during_next_persist(ArmedCrash(

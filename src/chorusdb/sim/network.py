@@ -12,6 +12,11 @@ send time or at delivery time (a partition also swallows what was in flight). As
 partitions block one direction only. A message on its way to a process that died meanwhile is
 dropped too (``reset``): its connections died with it.
 
+A peer link may also **corrupt** a checksummed payload (a message with a ``data`` bytes field,
+such as a snapshot chunk, whose checksum travels beside it): one byte of the copy is flipped.
+TCP's 16-bit checksum lets such damage through now and then, and memory or a disk on the way
+can do the same; the receiver's own check must catch it.
+
 Client links (client worker <-> node) carry whole requests and replies. They are never given a
 duplicate probability: a TCP connection does not replay a request, and a client retry is a new
 operation in the history, not a duplicate delivery.
@@ -22,7 +27,7 @@ Everything random comes from the world's ``network`` stream.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from chorusdb.sim.world import World
 
@@ -35,6 +40,7 @@ class LinkFaults:
     duplicate_probability: float
     delay_us_min: int
     delay_us_mean: int
+    corrupt_probability: float = 0.0
 
 
 Receive = Callable[[str, object], None]
@@ -54,6 +60,7 @@ class Network:
         self._override: dict[tuple[str, str], LinkFaults] = {}
         self.dropped = 0
         self.duplicated = 0
+        self.corrupted = 0
 
     def attach(self, endpoint: str, receive: Receive) -> None:
         """Name an endpoint and the handler its deliveries go to."""
@@ -96,6 +103,12 @@ class Network:
         if faults.duplicate_probability and rng.random() < faults.duplicate_probability:
             copies = 2
             self.duplicated += 1
+        if faults.corrupt_probability and isinstance(getattr(payload, "data", None), bytes) \
+                and payload.data and rng.random() < faults.corrupt_probability:
+            data = bytearray(payload.data)
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+            payload = replace(payload, data=bytes(data))
+            self.corrupted += 1
         for copy in range(copies):
             delay_us = faults.delay_us_min
             if faults.delay_us_mean:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
-from chorusdb.core.api import NO_DEADLINE, ClientCommand, Core, CoreConfig, Ready
+from chorusdb.core.api import NO_DEADLINE, ClientCommand, ClientReply, Core, CoreConfig, Ready
 from chorusdb.core.model import (
     AppendEntry,
     ClearRecords,
@@ -68,11 +68,13 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """A node's reply on its way back to the client worker that sent ``request_id``."""
+    """A node's reply on its way back to the client worker that sent ``request_id``;
+    ``stale`` as in ``ClientReply``."""
 
     request_id: int
     value: object
     node_id: str
+    stale: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +115,7 @@ class NodeObserver(Protocol):
     def on_restart(self, node: SimNode, recovered: RecoveredState) -> None: ...
 
 
-Reply = Callable[[object], None]
+Reply = Callable[[ClientReply], None]
 
 
 def keys_written(writes: list[Write]) -> frozenset[bytes] | None:
@@ -177,6 +179,11 @@ class SimNode:
     def now_ms(self) -> int:
         return self.clock.now_ms(self.world.now_us)
 
+    def role(self) -> str:
+        """The core's role now (``status()["role"]``); the node must be up."""
+        assert self.core is not None
+        return self.core.status()["role"]
+
     def is_idle(self) -> bool:
         """Up, running, nothing being persisted and nothing more to carry out."""
         core = self.core
@@ -205,15 +212,16 @@ class SimNode:
         self._pump()
 
     def propose_locally(self, request_id: int, command: ClientCommand, reply: Reply) -> None:
-        """Propose without the network (the final reads of a run); ``reply(value)`` gets the
-        answer unless the node crashes first."""
+        """Propose without the network (the final reads of a run); ``reply(client_reply)``
+        gets the answer unless the node crashes first."""
         assert self.core is not None and not self.paused
         self._routes[request_id] = reply
         self.core.propose(command, request_id, self.now_ms())
         self._pump()
 
-    def _reply_over_network(self, client: str, request_id: int, value: object) -> None:
-        self.network.send(self.node_id, client, Response(request_id, value, self.node_id))
+    def _reply_over_network(self, client: str, request_id: int, reply: ClientReply) -> None:
+        self.network.send(self.node_id, client,
+                          Response(request_id, reply.value, self.node_id, reply.stale))
 
     def _tick(self, incarnation: int, generation: int) -> None:
         if incarnation != self.incarnation or generation != self._tick_generation:
@@ -272,7 +280,7 @@ class SimNode:
         for reply in ready.replies:
             route = routes.pop(reply.request_id, None)
             if route is not None:
-                route(reply.value)
+                route(reply)
         self.observer.on_carried_out(self, ready)
         if ready.deadline_ms != NO_DEADLINE:
             self._schedule_tick(ready.deadline_ms)

@@ -24,7 +24,7 @@ Fault kinds:
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from chorusdb.sim.network import LinkFaults
 from chorusdb.sim.node import DiskTiming
@@ -59,6 +59,11 @@ peer_delay_us_min_range = (50, 500)
 peer_delay_us_mean_range = (100, 5000)
 peer_drop_probability_max = 0.05
 peer_duplicate_probability_max = 0.1
+peer_corrupt_probability_max = 0.3
+# Replicated modes keep a short log in the simulator, so a follower that was down a while is
+# re-seeded by snapshot (the default policy keeps 100 000 entries: a run writes fewer).
+log_retention_entries_min = 5
+log_retention_entries_max = 100
 fsync_us_min = 100
 fsync_us_mean_min = 200
 fsync_us_mean_max = 5000
@@ -80,6 +85,7 @@ class SimConfig:
     nodes: int = 0                              # 0: the mode's default
     faults: tuple[str, ...] = FAULT_KINDS
     bug: str = ""                               # "": no known bug switched on
+    write_quorum: int = 0                       # leader mode's W; 0: the mode's default
 
     def __post_init__(self) -> None:
         assert self.durability in DURABILITIES, self.durability
@@ -97,6 +103,8 @@ class SimConfig:
             parts.append(f"--nodes {self.nodes}")
         if self.faults != FAULT_KINDS:
             parts.append(f"--faults {','.join(self.faults) or 'none'}")
+        if self.write_quorum:
+            parts.append(f"--write-quorum {self.write_quorum}")
         if self.bug:
             parts.append(f"--bug {self.bug}")
         return " ".join(parts)
@@ -117,6 +125,7 @@ class SeedParams:
     clock_skew_us_max: int
     clock_drift_ppm_max: int
     workload: WorkloadShape
+    log_retention_entries: int
 
     @classmethod
     def draw(cls, config: SimConfig, rng: random.Random) -> SeedParams:
@@ -158,17 +167,23 @@ class SeedParams:
                                               writeback_interval_ms_max) * 1000,
         )
         clock = "clock" in faults
+        fault_interval_us_mean = rng.randint(fault_interval_ms_min, fault_interval_ms_max) * 1000
+        torn_probability = rng.uniform(torn_probability_min, torn_probability_max)
+        # Drawn after everything else, so adding them left earlier seeds' draws unchanged.
+        peer_link = replace(peer_link, corrupt_probability=0.0 if quiet else rng.uniform(
+            0, peer_corrupt_probability_max))
+        log_retention_entries = rng.randint(log_retention_entries_min, log_retention_entries_max)
         return cls(
             faults=faults,
             chaos_us=chaos_us,
             liveness_us=liveness_s * 1_000_000,
-            fault_interval_us_mean=rng.randint(fault_interval_ms_min,
-                                               fault_interval_ms_max) * 1000,
+            fault_interval_us_mean=fault_interval_us_mean,
             client_link=client_link,
             peer_link=peer_link,
             disk=disk,
-            torn_probability=rng.uniform(torn_probability_min, torn_probability_max),
+            torn_probability=torn_probability,
             clock_skew_us_max=clock_skew_ms_max * 1000 if clock else 0,
             clock_drift_ppm_max=clock_drift_ppm_max if clock else 0,
             workload=workload,
+            log_retention_entries=log_retention_entries,
         )

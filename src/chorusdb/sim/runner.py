@@ -10,7 +10,9 @@
 2. *Heal*: partitions and storms end, paused nodes resume, downed nodes boot, and every node is
    restarted once more (a SIGKILL, which loses nothing).
 3. *Liveness* (bounded by ``SeedParams.liveness_us``): every client worker must complete
-   ``liveness_ok_operations`` successful operations and every node must go idle; a worker that
+   ``liveness_ok_operations`` successful operations, every node must go idle and, in a mode
+   that claims convergence, every node must report the same log, commit and applied positions
+   (``QUIESCED_FIELDS``: followers caught up); a worker that
    cannot is a liveness failure (and the seed stops there: without a quiesced cluster there is
    no final state to judge).
 4. *Final reads*: every key ever used is read on every node with a local read (proposed
@@ -47,9 +49,10 @@ from __future__ import annotations
 import traceback
 from functools import partial
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from chorusdb.core.api import ClientCommand, CoreConfig, Probe, Ready
+from chorusdb.core.api import ClientCommand, ClientReply, CoreConfig, Probe, Ready
+from chorusdb.core.leader import LeaderSettings
 from chorusdb.core.model import RecoveredState
 from chorusdb.core.modes import core_class
 from chorusdb.sim.clock import NodeClock
@@ -78,6 +81,9 @@ from chorusdb.verify.render import render_results
 from chorusdb.verify.result import CheckResult
 
 DIGEST_COMMAND = ClientCommand(b"CHORUS.DIGEST", ())
+# Quiesced, in a mode that claims convergence: every node's status agrees on these (a replica
+# has caught up with its leader).
+QUIESCED_FIELDS = ("position", "commit_position", "applied_position")
 events_per_seed_max = 1_000_000     # a seed runs ~20-40 k; more means something spins
 traceback_frames_max = 12            # innermost frames shown when a run raises
 final_reads_us_max = 5_000_000       # local reads must all be answered within this
@@ -88,6 +94,16 @@ DAMAGED_KEY_RULES = frozenset({NO_DUPLICATES, NO_FUTURE})  # still held on those
 SIM_BUGS = {
     "skip_crc_check": "the in-memory store replays storage records without checking their CRC",
 }
+
+
+def core_settings(config: SimConfig, params: SeedParams) -> object:
+    """The mode's own settings for a run (``CoreConfig.settings``)."""
+    if config.mode == LeaderSettings.mode:
+        return LeaderSettings(write_quorum=config.write_quorum,
+                              log_retention_entries=params.log_retention_entries,
+                              log_hold_entries_max=params.log_retention_entries)
+    assert not config.write_quorum, "--write-quorum is a leader-mode setting"
+    return None
 
 
 def known_bugs(mode: str) -> dict[str, str]:
@@ -217,7 +233,8 @@ class SeedRun:
             drift_ppm = clocks.randint(-params.clock_drift_ppm_max, params.clock_drift_ppm_max)
             self.nodes[node_id] = SimNode(
                 world=world, network=self.network, core_class=mode_class,
-                config=CoreConfig(node_id=node_id, members=node_ids, bugs=core_bugs),
+                config=CoreConfig(node_id=node_id, members=node_ids, bugs=core_bugs,
+                                  settings=core_settings(config, params)),
                 store=MemoryStore(durability=config.durability,
                                   verify_crc=config.bug != "skip_crc_check"),
                 clock=NodeClock(clock_epoch_ms * 1000 + skew_us, drift_ppm),
@@ -257,11 +274,23 @@ class SeedRun:
             return []
         stuck = [c.endpoint for c in self.workload.clients if not c.finished]
         busy = [n.node_id for n in self.nodes.values() if not n.is_idle()]
+        positions = "; ".join(
+            f"{n.node_id} " + " ".join(f"{name}={_show_position(status.get(name))}"
+                                       for name in QUIESCED_FIELDS)
+            for n, status in ((n, n.core.status()) for n in self.nodes.values() if n.is_up))
         return [f"liveness: {self.params.liveness_us / 1e6:.0f} s after heal, workers "
-                f"{stuck or 'all done'} lacked successes, nodes {busy or 'all idle'} were busy"]
+                f"{stuck or 'all done'} lacked successes, nodes {busy or 'all idle'} were busy; "
+                f"{positions}"]
 
     def _settled(self) -> bool:
-        return self.workload.liveness_reached() and all(n.is_idle() for n in self.nodes.values())
+        if not (self.workload.liveness_reached()
+                and all(n.is_idle() for n in self.nodes.values())):
+            return False
+        if CONVERGENCE not in claims_of(self.config.mode):
+            return True             # replicas need not catch up with each other
+        positions = {tuple(repr(status.get(name)) for name in QUIESCED_FIELDS)
+                     for status in (n.core.status() for n in self.nodes.values())}
+        return len(positions) == 1
 
     def read_final_state(self) -> list[str]:
         """Read every key on every node; returns the problems (unanswered reads)."""
@@ -292,7 +321,8 @@ class SeedRun:
         return (answered == self._final_reads_expected
                 and len(self.node_digests) == len(self.nodes))
 
-    def _digest_answered(self, node_id: str, value: object) -> None:
+    def _digest_answered(self, node_id: str, reply: ClientReply) -> None:
+        value = reply.value
         self.node_digests[node_id] = value.decode() if isinstance(value, bytes) else repr(value)
 
     def digests(self) -> dict[str, str]:
@@ -307,8 +337,9 @@ class _FinalRead:
     key: bytes
     process: int
 
-    def answer(self, value: object) -> None:
+    def answer(self, reply: ClientReply) -> None:
         run = self.run
+        value = reply.value
         result = tuple(value) if isinstance(value, list) else value
         run.final_reads[self.node_id][self.key] = result
         run.recorder.ok(self.process, time=run.world.now_us * 1000, value=result,
@@ -335,6 +366,12 @@ def run_seed(config: SimConfig, seed: int) -> SeedReport:
     report.problems += [f"malformed reply: {text}" for text in run.workload.malformed_replies]
     _summarise(run, report)
     return report
+
+
+def _show_position(position: object) -> str:
+    if isinstance(position, dict):
+        return f"{position['epoch']}:{position['index']}"
+    return repr(position)
 
 
 def claims_of(mode: str) -> frozenset[str]:
@@ -380,9 +417,8 @@ def _check(run: SeedRun, report: SeedReport) -> None:
 
 def _restricted(history: History, keep: Callable[[bytes], bool]) -> History:
     """The notes and the operations on the keys ``keep`` accepts, in order, renumbered."""
-    kept = [record for record in history
-            if record.type == NOTE or (record.key is not None and keep(record.key))]
-    return History(replace(record, index=index) for index, record in enumerate(kept))
+    return history.filtered(lambda record: record.type == NOTE
+                            or (record.key is not None and keep(record.key)))
 
 
 def _summarise(run: SeedRun, report: SeedReport) -> None:

@@ -281,7 +281,8 @@ class ClientWorker:
                 recorder.ok(self.process, time=time_ns, node=payload.node_id)
             else:
                 result = tuple(value) if isinstance(value, list) else value
-                recorder.ok(self.process, time=time_ns, value=result, node=payload.node_id)
+                recorder.ok(self.process, time=time_ns, value=result, node=payload.node_id,
+                            stale=payload.stale)
             self.ok_since_heal += 1
         else:
             workload.malformed_replies.append(

@@ -50,6 +50,7 @@ JSON Lines encoding, one record per line, keys in this order (absent when ``None
     {"i":41,"p":3,"type":"invoke","f":"rpush","k":"k7","v":"c3-118","t":2815000123,"node":"n2"}
     {"i":45,"p":5,"type":"info","f":"set","k":"k2","v":"c5-77","t":2816000000,"err":"timeout"}
     {"i":46,"p":"nemesis","type":"note","f":"partition","v":{"blocked":[["n1","n2"]]},"t":...}
+    {"i":52,"p":7,"type":"ok","f":"get","k":"k2","v":"c5-77","t":2817000000,"node":"n3","stale":true}
 
 Byte strings (every key, and every string inside a client record's value) are written as
 **latin-1 text**: byte ``b`` becomes code point ``b``, so ASCII stays readable, NUL and
@@ -61,8 +62,8 @@ value decodes to a tuple. Note values are plain JSON (strings stay strings).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import IO, Any, Final, Union
 
 from chorusdb.replies import DEFINITE_ERROR_CLASSES
@@ -90,7 +91,9 @@ class Op:
     ``process`` is an int for a client and a string (``"nemesis"``, a node id) for a note.
     ``key`` is ``None`` for notes and key-less operations; ``node`` is the node the client
     talked to (or the node a note is about), when known; ``error`` the error text of a
-    ``fail`` or ``info``.
+    ``fail`` or ``info``. ``stale`` marks the ``ok`` of a read that a replica answered from its
+    applied state without confirming it is current: it promises a consistent prefix, not
+    linearizability, and ``verify.check`` judges it so.
     """
 
     index: int
@@ -102,6 +105,7 @@ class Op:
     time: int
     node: str | None = None
     error: str | None = None
+    stale: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +166,11 @@ class Operation:
         if self.completion is not None and self.completion.node is not None:
             return self.completion.node
         return self.invocation.node
+
+    @property
+    def stale(self) -> bool:
+        """A read answered from a replica's applied state (``Op.stale``)."""
+        return self.completion is not None and self.completion.stale
 
     @property
     def records(self) -> tuple[Op, ...]:
@@ -283,6 +292,21 @@ class History:
             groups.setdefault(operation.key, []).append(operation)
         return dict(sorted(groups.items(), key=lambda item: (item[0] is not None, item[0] or b"")))
 
+    def filtered(self, keep: Callable[[Op], bool]) -> History:
+        """The records ``keep`` accepts, in order, renumbered (real-time order is record order,
+        so it survives)."""
+        kept = [record for record in self._records if keep(record)]
+        return History(replace(record, index=index) for index, record in enumerate(kept))
+
+    def without_stale_reads(self) -> History:
+        """This history without the operations a replica answered stale (``Op.stale``): what a
+        mode's linearizability claim covers. ``self`` when there are none."""
+        dropped = {record.index for operation in self.operations() if operation.stale
+                   for record in operation.records}
+        if not dropped:
+            return self
+        return self.filtered(lambda record: record.index not in dropped)
+
     def notes(self, f: str | None = None) -> list[Op]:
         """The note records, all of them or only those about ``f``."""
         return [r for r in self._records if r.type == NOTE and (f is None or r.f == f)]
@@ -316,6 +340,8 @@ def encode_record(record: Op) -> str:
         fields["node"] = record.node
     if record.error is not None:
         fields["err"] = record.error
+    if record.stale:
+        fields["stale"] = True
     return json.dumps(fields, separators=(",", ":"), allow_nan=False)
 
 
@@ -336,6 +362,7 @@ def decode_record(line: str) -> Op:
             time=fields["t"],
             node=fields.get("node"),
             error=fields.get("err"),
+            stale=fields.get("stale", False),
         )
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeEncodeError) as error:
         raise MalformedHistory(f"not a history record: {line[:200]!r} ({error})") from error
@@ -355,6 +382,7 @@ def _well_typed(record: Op) -> bool:
         and isinstance(record.type, str)
         and isinstance(record.f, str)
         and all(isinstance(v, str | None) for v in (record.node, record.error))
+        and isinstance(record.stale, bool)
     )
 
 
@@ -422,15 +450,18 @@ class HistoryRecorder:
         return self._record(process, INVOKE, f, key, freeze_value(value), time, node, None)
 
     def ok(
-        self, process: int, *, time: int, value: Value | _Echo = ECHO, node: str | None = None
+        self, process: int, *, time: int, value: Value | _Echo = ECHO, node: str | None = None,
+        stale: bool = False,
     ) -> Op:
         """Record the success of ``process``'s open operation; ``value`` is its result.
 
-        Leave ``value`` out for writes (the invocation's value is echoed, Jepsen-style).
+        Leave ``value`` out for writes (the invocation's value is echoed, Jepsen-style);
+        ``stale`` as in ``Op``.
         """
         invocation = self._open_invocation(process)
         result = invocation.value if isinstance(value, _Echo) else freeze_value(value)
-        return self._record(process, OK, invocation.f, invocation.key, result, time, node, None)
+        return self._record(process, OK, invocation.f, invocation.key, result, time, node, None,
+                            stale)
 
     def fail(self, process: int, *, time: int, error: str, node: str | None = None) -> Op:
         """Record a definite failure: the operation was not applied."""
@@ -473,8 +504,10 @@ class HistoryRecorder:
         time: int,
         node: str | None,
         error: str | None,
+        stale: bool = False,
     ) -> Op:
-        record = Op(len(self.history), process, record_type, f, key, value, time, node, error)
+        record = Op(len(self.history), process, record_type, f, key, value, time, node, error,
+                    stale)
         self.history.append(record)
         if self._sink is not None:
             self._sink.write(encode_record(record) + "\n")

@@ -1,0 +1,287 @@
+"""Scenario tests of the leader-mode core: a small in-process cluster over in-memory stores,
+messages delivered by hand, so each test shows one rule of the protocol exactly.
+
+The simulator tests the same core under faults over hundreds of seeds; these pin down the
+behaviours a reader of ``core/leader.py`` should be able to check one by one.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from chorusdb.core.api import ClientCommand, CoreConfig
+from chorusdb.core.leader import LeaderCore, LeaderSettings
+from chorusdb.core.leader_messages import Append, AppendReply, SnapshotChunk
+from chorusdb.core.model import Position
+from chorusdb.replies import OK, Error
+from chorusdb.storage.memory_store import MemoryStore
+
+T0 = 1_700_000_000_000
+MEMBERS = ("n1", "n2", "n3")
+
+
+def command(*parts: str) -> ClientCommand:
+    return ClientCommand(parts[0].upper().encode(), tuple(p.encode() for p in parts[1:]))
+
+
+class Cluster:
+    """Cores over in-memory stores; ``run`` carries out Readys and delivers messages until
+    quiet, except on links that ``cut`` blocks."""
+
+    def __init__(self, members=MEMBERS, **settings) -> None:
+        self.members = members
+        self.settings = LeaderSettings(**settings)
+        self.now = T0
+        self.stores = {m: MemoryStore() for m in members}
+        self.cores: dict[str, LeaderCore] = {}
+        self.replies: dict[int, object] = {}
+        self.positions: dict[int, Position | None] = {}
+        self.stale: dict[int, bool] = {}
+        self.cut: set[tuple[str, str]] = set()
+        self.in_flight: list[object] = []
+        self.sent: list[object] = []
+        for member in members:
+            self.start(member)
+
+    def start(self, member: str, bugs: frozenset[str] = frozenset()) -> None:
+        config = CoreConfig(member, self.members, bugs=bugs, settings=self.settings)
+        self.cores[member] = LeaderCore(config, self.stores[member].recover(),
+                                        random.Random(member), self.now)
+
+    def propose(self, member: str, request_id: int, *parts: str) -> None:
+        self.cores[member].propose(command(*parts), request_id, self.now)
+
+    def run(self, rounds_max: int = 200) -> None:
+        for _ in range(rounds_max):
+            busy = False
+            for member, core in self.cores.items():
+                while core.has_ready():
+                    busy = True
+                    ready = core.ready()
+                    self.stores[member].commit(ready.writes)
+                    self.sent.extend(ready.messages)
+                    self.in_flight.extend(m for m in ready.messages
+                                          if (m.source, m.target) not in self.cut)
+                    for reply in ready.replies:
+                        self.replies[reply.request_id] = reply.value
+                        self.positions[reply.request_id] = reply.position
+                        self.stale[reply.request_id] = reply.stale
+                    core.advance(ready)
+            messages, self.in_flight = self.in_flight, []
+            for message in messages:
+                busy = True
+                self.cores[message.target].step(message, self.now)
+            if not busy:
+                return
+        raise AssertionError("the cluster did not go quiet")
+
+    def advance_time(self, ms: int) -> None:
+        self.now += ms
+        for core in self.cores.values():
+            core.tick(self.now)
+        self.run()
+
+    def settle(self) -> None:
+        """Let heartbeats carry the commit position everywhere."""
+        for _ in range(3):
+            self.advance_time(self.settings.heartbeat_interval_ms)
+
+
+def ready_cluster(**settings) -> Cluster:
+    cluster = Cluster(**settings)
+    cluster.run()
+    cluster.settle()            # followers have answered: the leader has quorum contact
+    return cluster
+
+
+def test_a_write_is_acknowledged_once_w_members_hold_it():
+    cluster = ready_cluster(write_quorum=3)
+    cluster.cut = {("n1", "n3")}
+    cluster.propose("n1", 1, "SET", "k", "v")
+    cluster.run()
+    assert 1 not in cluster.replies            # only two of the three hold it
+    cluster.cut = set()
+    cluster.advance_time(cluster.settings.append_resend_ms)
+    assert cluster.replies[1] == OK
+    assert cluster.positions[1] == Position(1, 1)
+    for member in MEMBERS:
+        assert cluster.stores[member].recover().last_position == Position(1, 1)
+
+
+def test_semi_sync_moves_to_whichever_follower_answers():
+    cluster = ready_cluster(write_quorum=2)
+    for request_id, down in ((1, "n2"), (2, "n3")):
+        cluster.cut = {("n1", down), (down, "n1")}
+        cluster.propose("n1", request_id, "SET", "k", str(request_id))
+        cluster.run()
+        assert cluster.replies[request_id] == OK
+
+
+def test_followers_apply_only_committed_entries_and_answer_reads_stale():
+    cluster = ready_cluster(write_quorum=3)
+    cluster.cut = {("n1", "n3")}
+    cluster.propose("n1", 1, "SET", "k", "v")
+    cluster.run()
+    cluster.advance_time(cluster.settings.heartbeat_interval_ms)
+    cluster.propose("n2", 2, "GET", "k")
+    cluster.run()
+    assert cluster.replies[2] is None          # n2 holds the entry, but it is not committed
+    assert cluster.stale[2] is True
+    cluster.cut = set()
+    cluster.advance_time(cluster.settings.append_resend_ms)
+    cluster.settle()
+    cluster.propose("n2", 3, "GET", "k")
+    cluster.run()
+    assert cluster.replies[3] == b"v"
+
+
+def test_a_leader_read_waits_for_the_commit_of_what_it_saw():
+    cluster = ready_cluster(write_quorum=2)
+    cluster.cut = {("n1", "n2"), ("n1", "n3")}
+    cluster.propose("n1", 1, "SET", "k", "v")
+    cluster.propose("n1", 2, "GET", "k")
+    cluster.run()
+    assert 1 not in cluster.replies and 2 not in cluster.replies
+    cluster.cut = set()
+    cluster.advance_time(cluster.settings.append_resend_ms)
+    assert cluster.replies[1] == OK and cluster.replies[2] == b"v"
+
+
+def test_unconfirmed_write_is_indoubt_and_a_write_without_quorum_contact_is_refused():
+    cluster = ready_cluster(write_quorum=2, write_timeout_ms=500, quorum_contact_ms=1000)
+    cluster.cut = {("n1", "n2"), ("n1", "n3")}
+    cluster.propose("n1", 1, "INCR", "counter")
+    cluster.run()
+    cluster.advance_time(500)
+    assert isinstance(cluster.replies[1], Error)
+    assert cluster.replies[1].error_class == "INDOUBT"
+    cluster.advance_time(1000)                 # no follower answered for longer than 1 s
+    cluster.propose("n1", 2, "SET", "k", "v")
+    cluster.run()
+    assert cluster.replies[2].error_class == "NOQUORUM"
+
+
+def test_follower_writes_are_forwarded_or_redirected():
+    cluster = ready_cluster(client_addresses=(("n1", "127.0.0.1:7001"),))
+    cluster.propose("n2", 1, "RPUSH", "list", "a")
+    cluster.run()
+    assert cluster.replies[1] == 1
+    assert cluster.positions[1] == Position(1, 1)
+    redirect = ready_cluster(follower_writes="redirect",
+                             client_addresses=(("n1", "127.0.0.1:7001"),))
+    redirect.propose("n3", 1, "SET", "k", "v")
+    redirect.run()
+    assert redirect.replies[1] == Error("NOTLEADER n1 127.0.0.1:7001")
+
+
+def test_a_duplicated_forward_is_applied_once():
+    cluster = ready_cluster()
+    cluster.propose("n2", 1, "RPUSH", "list", "a")
+    ready = cluster.cores["n2"].ready()
+    cluster.cores["n2"].advance(ready)
+    forward, = ready.messages
+    for _ in range(2):
+        cluster.cores["n1"].step(forward, cluster.now)
+    cluster.run()
+    cluster.propose("n1", 2, "LRANGE", "list", "0", "-1")
+    cluster.run()
+    assert cluster.replies[2] == [b"a"]
+
+
+def test_wait_counts_followers_holding_the_position_and_waitpos_waits_for_it():
+    cluster = ready_cluster(write_quorum=1)
+    cluster.cut = {("n1", "n3")}
+    cluster.propose("n1", 1, "SET", "k", "v")
+    cluster.run()
+    cluster.propose("n1", 2, "CHORUS.WAITREPLICAS", "2", "100", "1", "1")
+    cluster.run()
+    assert 2 not in cluster.replies
+    cluster.advance_time(100)
+    assert cluster.replies[2] == 1
+    cluster.propose("n3", 3, "CHORUS.WAITPOS", "1", "1", "1000")
+    cluster.run()
+    assert 3 not in cluster.replies
+    cluster.cut = set()
+    cluster.advance_time(cluster.settings.append_resend_ms)   # within the wait's timeout
+    cluster.settle()
+    assert cluster.replies[3] == OK
+    cluster.propose("n3", 4, "CHORUS.WAITPOS", "1", "9", "10")
+    cluster.advance_time(10)
+    assert cluster.replies[4].error_class == "TRYAGAIN"
+
+
+def test_a_gap_is_refused_and_resent_in_order():
+    cluster = ready_cluster(write_quorum=1)
+    cluster.cut = {("n1", "n2")}
+    cluster.propose("n1", 1, "RPUSH", "l", "a")
+    cluster.run()
+    cluster.propose("n1", 2, "RPUSH", "l", "b")
+    cluster.cut = set()
+    cluster.run()                               # n2 sees entry 2 first: a gap, refused
+    refusals = [m for m in cluster.sent if type(m) is AppendReply and not m.accepted]
+    assert [(m.source, m.durable) for m in refusals] == [("n2", Position(0, 0))]
+    cluster.settle()
+    assert cluster.cores["n2"].applied == Position(1, 2)
+    cluster.propose("n2", 3, "LRANGE", "l", "0", "-1")
+    cluster.run()
+    assert cluster.replies[3] == [b"a", b"b"]
+
+
+@pytest.mark.parametrize("lost_data", [False, True])
+def test_a_follower_behind_retention_is_reseeded_by_snapshot(lost_data: bool):
+    cluster = ready_cluster(write_quorum=2, log_retention_entries=5, log_hold_entries_max=10)
+    cluster.cut = {("n1", "n3"), ("n3", "n1")}
+    for i in range(30):
+        cluster.propose("n1", i, "SET", f"k{i % 7}", str(i))
+        cluster.run()
+    cluster.advance_time(1000)                 # retention runs: the log keeps 5..10 entries
+    leader = cluster.cores["n1"]
+    assert leader.log.first_index > 2
+    if lost_data:
+        cluster.stores["n3"] = type(cluster.stores["n3"])()
+        cluster.start("n3")
+    cluster.cut = set()
+    cluster.settle()
+    cluster.advance_time(cluster.settings.append_resend_ms)
+    cluster.settle()
+    follower = cluster.cores["n3"]
+    assert follower.counters["snapshots_installed"] == 1
+    assert follower.keyspace.digest(cluster.now) == leader.keyspace.digest(cluster.now)
+    status = leader.status()["members"]
+    assert [m["reseeds"] for m in status if m["id"] == "n3"] == [1]
+    assert "log starts at" in [m["reseed_reason"] for m in status if m["id"] == "n3"][0]
+    restarted = cluster.stores["n3"].recover()
+    assert restarted.last_position == follower.log.last
+
+
+def test_a_corrupt_snapshot_chunk_is_refused_and_sent_again():
+    cluster = ready_cluster(write_quorum=2, log_retention_entries=2, log_hold_entries_max=2)
+    cluster.cut = {("n1", "n3"), ("n3", "n1")}
+    for i in range(10):
+        cluster.propose("n1", i, "SET", f"k{i}", str(i))
+        cluster.run()
+    cluster.advance_time(1000)
+    cluster.cut = {("n1", "n3")}
+    cluster.advance_time(cluster.settings.heartbeat_interval_ms)
+    chunks = [m for m in cluster.sent if type(m) is SnapshotChunk and m.target == "n3"]
+    assert chunks
+    bad = chunks[-1]
+    corrupt = SnapshotChunk(bad.source, bad.target, bad.epoch, bad.snapshot, bad.chunk,
+                            bad.chunks, b"x" + bad.data[1:], bad.crc)
+    cluster.cores["n3"].step(corrupt, cluster.now)
+    cluster.run()
+    assert cluster.cores["n3"].counters["snapshots_installed"] == 0
+    cluster.cut = set()
+    cluster.advance_time(1000)
+    cluster.settle()
+    assert cluster.cores["n3"].counters["snapshots_installed"] == 1
+
+
+def test_messages_from_an_older_epoch_are_ignored():
+    cluster = ready_cluster()
+    follower = cluster.cores["n2"]
+    stale = Append("n1", "n2", 0, Position(1, 0), (), Position(1, 5))
+    follower.step(stale, cluster.now)
+    assert follower.commit < Position(1, 5)
