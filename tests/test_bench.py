@@ -1,16 +1,22 @@
-"""The pure parts of the single-node benchmark: redis-benchmark's CSV, the summary (medians,
-CPU per 1,000 operations, ratios to Redis, the goal), run sizing and argument checking. The
-benchmark itself starts servers and takes minutes; it never runs in the test suite."""
+"""The pure parts of the benchmarks: redis-benchmark's CSV, the single-node summary (medians,
+CPU per 1,000 operations, ratios to Redis, the goal), run sizing and argument checking; the
+cluster benchmark's ratios, goals and table; and one smoke run of ``bench cluster --quick``
+against one cluster (about 10 s). The benchmarks themselves take minutes and never run here."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 
+import hiredis
 import pytest
 from rich.console import Console
 
-from chorusdb.bench import results, servers, single
-from chorusdb.bench.results import BenchmarkOutputError, Run
+from chorusdb.bench import cluster, results, servers, single
+from chorusdb.bench.results import (REPLICATED_SET, REPLICATION_LAG, BenchmarkOutputError,
+                                    ClusterFigure, Run)
+from chorusdb.cli.main import build_parser
 
 # Debian 12's redis-benchmark 7.0.15, `-t set,get --csv`, verbatim.
 CSV_7_0 = (
@@ -171,3 +177,125 @@ def test_cpu_seconds_are_read_after_the_command_name():
     line = (f"7704 (a) b (c) R 7661 7661 5276 0 -1 4194304 99 0 0 0 {3 * ticks} {ticks} 0 0 "
             "20 0 1 0 81018 3133440 360").encode()
     assert servers.cpu_seconds_of_proc_pid_stat(line) == 4.0
+
+
+# --- the cluster benchmark ----------------------------------------------------------------------
+
+
+def figure(system: str, config: str, workload: str, ops: float, p99: float | None = 1.0,
+           errors: int = 0) -> ClusterFigure:
+    return ClusterFigure(system, config, workload, ops, p50_ms=0.5, p99_ms=p99, how="t",
+                         errors=errors)
+
+
+FIGURES = [
+    figure("redis", "everysec", "SET -P 16", 400_000),
+    figure("chorusdb", "W=1 os", "SET -P 16", 240_000),
+    figure("chorusdb", "W=1 fsync", "SET -P 16", 40_000),
+    figure("redis", "everysec", REPLICATED_SET, 50_000),
+    figure("chorusdb", "W=2 fsync", REPLICATED_SET, 60_000, errors=3),
+    figure("redis", "everysec", REPLICATION_LAG, 40_000, p99=0.5),
+    figure("chorusdb", "W=2 fsync", REPLICATION_LAG, 10_000, p99=1.5),
+    figure("chorusdb", "W=1 os", REPLICATION_LAG, 10_000, p99=2.5),
+    figure("chorusdb", "W=2 os", "GET -P 1", 10_000),        # Redis did not run it: no ratio
+]
+
+
+def test_percentile_is_the_nearest_rank():
+    values = [float(v) for v in range(100, 0, -1)]       # 100 .. 1, unsorted on purpose
+    assert results.percentile(values, 0.5) == 50.0
+    assert results.percentile(values, 0.99) == 99.0
+    assert results.percentile(values, 1.0) == 100.0
+    assert results.percentile([7.0], 0.99) == 7.0
+    assert results.percentile([1.0, 2.0, 3.0], 0.01) == 1.0
+
+
+def test_cluster_ratios_are_rates_but_the_lag_is_its_p99():
+    ratios = {(f.system, f.config, f.workload): f.ratio_to_redis
+              for f in results.compare_with_redis(FIGURES)}
+    assert ratios["redis", "everysec", "SET -P 16"] == 1.0
+    assert ratios["chorusdb", "W=1 os", "SET -P 16"] == pytest.approx(0.6)
+    assert ratios["chorusdb", "W=2 fsync", REPLICATED_SET] == pytest.approx(1.2)
+    assert ratios["chorusdb", "W=2 fsync", REPLICATION_LAG] == pytest.approx(3.0)
+    assert ratios["chorusdb", "W=2 os", "GET -P 1"] is None
+
+
+def test_cluster_goals_pass_miss_or_are_not_measured():
+    checked = {(g.goal.workload, g.config): g
+               for g in results.check_cluster_goals(results.compare_with_redis(FIGURES))}
+    assert checked[REPLICATED_SET, "W=2 fsync"].met                     # 1.2x >= 1.0x
+    assert checked["SET -P 16", "W=1 os"].met                           # 0.6x >= 0.5x
+    assert checked["SET -P 16", "W=1 fsync"].met is False               # 0.1x
+    assert checked[REPLICATION_LAG, "W=2 fsync"].met                    # 1.5 ms <= 2 ms
+    assert checked[REPLICATION_LAG, "W=1 os"].met is False              # 2.5 ms
+    assert checked[REPLICATION_LAG, "W=1 fsync"].met is None
+    assert checked[REPLICATED_SET, "W=2 fsync"].sentence().endswith("1.20x, pass")
+    assert checked["SET -P 16", "W=1 fsync"].sentence().endswith("0.10x, MISS")
+    assert checked[REPLICATION_LAG, "W=1 os"].sentence().endswith("p99 2.50 ms, MISS")
+    assert checked[REPLICATION_LAG, "W=1 fsync"].sentence().endswith("not measured")
+
+
+def test_cluster_table_fits_80_columns_and_errors_are_listed_apart():
+    console = Console(record=True, width=80)
+    console.print(results.cluster_table(results.compare_with_redis(FIGURES), title="t"))
+    text = console.export_text()
+    assert "…" not in text                                   # nothing cut short
+    assert "240,000" in text and "0.60x" in text and "3.00x" in text
+    assert results.cluster_error_lines(FIGURES) == [
+        f"chorusdb W=2 fsync {REPLICATED_SET}: 3 operation(s) failed or unconfirmed, left out "
+        "of its figures"]
+
+
+def test_driver_commands_are_resp_that_hiredis_reads_back():
+    reader = hiredis.Reader()
+    reader.feed(cluster.encode_command(b"SET", servers.benchmark_key(7), b"x" * 16)
+                + cluster.encode_command(b"CHORUS.WAITPOS", b"1", b"42", b"1000"))
+    assert reader.gets() == [b"SET", b"key:000000000007", b"x" * 16]
+    assert reader.gets() == [b"CHORUS.WAITPOS", b"1", b"42", b"1000"]
+
+
+def parse_cluster(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["bench", "cluster", *argv])
+
+
+def test_cluster_settings_default_to_every_config_and_quick_is_small(tmp_path):
+    settings = cluster.settings_from(parse_cluster())
+    assert settings.configs == ("w1-fsync", "w1-os", "w2-fsync", "w2-os")
+    assert settings.requests == cluster.requests_default
+    assert settings.lag_samples == cluster.lag_samples_default
+    quick = cluster.settings_from(parse_cluster("--quick", "--configs", "w2-os,w1-os"))
+    assert quick.configs == ("w2-os", "w1-os")
+    assert (quick.requests, quick.lag_samples, quick.keyspace_keys) == \
+        (cluster.quick_requests, cluster.quick_lag_samples, cluster.quick_keyspace_keys)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (("--requests", "10"), "--requests"),
+    (("--lag-samples", "0"), "--lag-samples"),
+    (("--configs", "w3-fsync"), "--configs"),
+    (("--configs", ""), "--configs"),
+])
+def test_bad_cluster_settings_name_their_flag(argv, flag):
+    with pytest.raises(cluster.UsageError, match=f"^{flag}:"):
+        cluster.settings_from(parse_cluster(*argv))
+
+
+@pytest.mark.process
+@pytest.mark.skipif(not (shutil.which("redis-server") and shutil.which("redis-benchmark")),
+                    reason=f"needs redis-server and redis-benchmark: {cluster.INSTALL_REDIS}")
+def test_cluster_benchmark_smoke_run(tmp_path):
+    """Redis with two replicas and one W=2 fsync cluster, every workload, a few seconds."""
+    json_path = tmp_path / "figures.json"
+    args = parse_cluster("--quick", "--configs", "w2-fsync", "--output", str(tmp_path),
+                         "--json", str(json_path))
+    assert args.func(args) == cluster.EXIT_OK
+    document = json.loads(json_path.read_text())
+    measured = {(f["system"], f["config"], f["workload"]) for f in document["figures"]}
+    assert measured == {(system, config, workload)
+                        for system, config in (("redis", "everysec"), ("chorusdb", "W=2 fsync"))
+                        for workload in cluster.WORKLOAD_ORDER}
+    assert all(f["ops_per_s"] > 0 and f["p99_ms"] is not None for f in document["figures"])
+    lag = document["groups"]["chorusdb W=2 fsync"]["replication_lag"]
+    assert len(lag["lag_ms"]) + lag["errors"] == cluster.quick_lag_samples
+    assert document["groups"]["chorusdb W=2 fsync"]["replicated_set"]["how"].endswith(
+        "(acknowledged at W=2)")

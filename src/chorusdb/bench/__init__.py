@@ -5,7 +5,9 @@ Each benchmark is a module with ``add_arguments(parser)`` and ``run(args) -> exi
 ``chorusdb bench NAME``. Results are reported as ratios to the reference system, with the raw
 figures in a JSON file, because absolute rates only mean something on the machine that made them.
 
-- ``single``: one node against one redis-server under redis-benchmark (``bench.single``).
+- ``single``: one node against one redis-server under redis-benchmark (``bench.single``);
+- ``cluster``: a 3-node leader cluster (W = 1, 2; fsync, os) against a Redis primary with two
+  replicas (``bench.cluster``).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from chorusdb.bench import single
+from chorusdb.bench import cluster, single
 
 EXIT_USAGE = 2
 BENCHMARKS = {
     "single": (single, "one ChorusDB node against one redis-server under redis-benchmark"),
+    "cluster": (cluster, cluster.SUMMARY),
 }
 
 

@@ -14,6 +14,12 @@ short for its clock prints ``"inf"`` as its rate, which is refused: it measured 
 A benchmark repeats every measurement a few rounds; ``summarize`` keeps the median rate of the
 rounds (one slow round on a shared machine does not move it) and its spread, and divides each
 ChorusDB median by the Redis median of the same test and pipeline depth.
+
+The cluster benchmark (``bench.cluster``) reports ``ClusterFigure``s: one per (system, config,
+workload), with a rate and per-operation latency percentiles (``percentile``: nearest rank).
+``compare_with_redis`` adds the ratio to Redis's figure for the same workload: ops/s over
+Redis's ops/s for the throughput workloads (higher is better), p99 over Redis's p99 for the
+replication lag (lower is better). ``check_cluster_goals`` checks the issue's three goals.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import io
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rich import box
 from rich.table import Table
@@ -223,3 +229,138 @@ def summary_table(rows: Sequence[Row], title: str) -> Table:
             f"{row.server_cpu_s_per_1k_ops:.4f}",
             "-" if row.ratio_to_redis is None else f"{row.ratio_to_redis:.2f}x")
     return table
+
+
+# --- the cluster benchmark ------------------------------------------------------------------------
+
+REPLICATED_SET = "SET on a replica"       # Redis: SET + WAIT 1; ChorusDB W=2: SET; W=1: + WAIT 1
+REPLICATION_LAG = "lag at half load"      # acknowledged on the leader -> visible on a follower
+CHORUSDB_CONFIGS = ("W=1 fsync", "W=1 os", "W=2 fsync", "W=2 os")
+
+
+def redis_benchmark_workload(test: str, pipeline: int) -> str:
+    return f"{test} -P {pipeline}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterFigure:
+    """One workload against one replicated group, led from its primary.
+
+    ``ops_per_s`` is the workload's rate (for the lag, the background load it ran under);
+    ``p50_ms``/``p99_ms`` per operation (for the lag, the lag samples); ``errors`` counts
+    operations answered with an error or left unconfirmed (a ``WAIT`` that counted no replica);
+    ``how`` says how it was driven.
+    """
+
+    system: str
+    config: str
+    workload: str
+    ops_per_s: float
+    p50_ms: float | None
+    p99_ms: float | None
+    how: str
+    errors: int = 0
+    ratio_to_redis: float | None = None
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile (``fraction`` 0.99 for p99) of a non-empty sample."""
+    assert values and 0 < fraction <= 1, (len(values), fraction)
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def compare_with_redis(figures: Sequence[ClusterFigure]) -> list[ClusterFigure]:
+    """The figures with ``ratio_to_redis`` set where Redis ran the same workload."""
+    reference = {f.workload: f for f in figures if f.system == REFERENCE_SYSTEM}
+    compared = []
+    for figure in figures:
+        redis_figure = reference.get(figure.workload)
+        ratio = None
+        if redis_figure is not None and figure.workload == REPLICATION_LAG:
+            if figure.p99_ms is not None and redis_figure.p99_ms:
+                ratio = figure.p99_ms / redis_figure.p99_ms
+        elif redis_figure is not None:
+            ratio = figure.ops_per_s / redis_figure.ops_per_s
+        compared.append(replace(figure, ratio_to_redis=ratio))
+    return compared
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterGoal:
+    """A goal on one workload of the ChorusDB configs named: a ratio to Redis of at least
+    ``ratio_min``, or a p99 of at most ``p99_ms_max``."""
+
+    title: str
+    configs: tuple[str, ...]
+    workload: str
+    ratio_min: float | None = None
+    p99_ms_max: float | None = None
+
+
+CLUSTER_GOALS = (
+    ClusterGoal("SET on a replica >= 1.0x Redis SET + WAIT 1", ("W=2 fsync",), REPLICATED_SET,
+                ratio_min=1.0),
+    ClusterGoal("SET -P 16 >= 0.5x Redis", ("W=1 fsync", "W=1 os"),
+                redis_benchmark_workload("SET", 16), ratio_min=0.5),
+    ClusterGoal("lag p99 <= 2 ms at half of peak load", CHORUSDB_CONFIGS, REPLICATION_LAG,
+                p99_ms_max=2.0),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterGoalResult:
+    goal: ClusterGoal
+    config: str
+    value: float | None         # the ratio or the p99; None: not measured
+
+    @property
+    def met(self) -> bool | None:
+        if self.value is None:
+            return None
+        if self.goal.ratio_min is not None:
+            return self.value >= self.goal.ratio_min
+        return self.value <= self.goal.p99_ms_max
+
+    def sentence(self) -> str:
+        where = f"goal [{self.config}] {self.goal.title}"
+        if self.value is None:
+            return f"{where}: not measured"
+        shown = (f"{self.value:.2f}x" if self.goal.ratio_min is not None
+                 else f"p99 {self.value:.2f} ms")
+        return f"{where}: {shown}, {'pass' if self.met else 'MISS'}"
+
+
+def check_cluster_goals(figures: Sequence[ClusterFigure]) -> list[ClusterGoalResult]:
+    """Every goal for every config it names, on figures that went through
+    ``compare_with_redis``."""
+    by_key = {(f.system, f.config, f.workload): f for f in figures}
+    checked = []
+    for goal in CLUSTER_GOALS:
+        for config in goal.configs:
+            figure = by_key.get(("chorusdb", config, goal.workload))
+            value = None if figure is None else (
+                figure.ratio_to_redis if goal.ratio_min is not None else figure.p99_ms)
+            checked.append(ClusterGoalResult(goal, config, value))
+    return checked
+
+
+def cluster_table(figures: Sequence[ClusterFigure], title: str) -> Table:
+    """The figures as a rich table, in the order given, narrow enough for an 80-column
+    terminal (errors, rare, are listed apart: ``cluster_error_lines``)."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for header in ("system", "config", "workload"):
+        table.add_column(header, no_wrap=True)
+    for header in ("ops/s", "p50 ms", "p99 ms", "vs Redis"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for f in figures:
+        table.add_row(f.system, f.config, f.workload, f"{f.ops_per_s:,.0f}", _format_ms(f.p50_ms),
+                      _format_ms(f.p99_ms),
+                      "-" if f.ratio_to_redis is None else f"{f.ratio_to_redis:.2f}x")
+    return table
+
+
+def cluster_error_lines(figures: Sequence[ClusterFigure]) -> list[str]:
+    """One line per figure whose workload saw errors; they are not in its rates or latencies."""
+    return [f"{f.system} {f.config} {f.workload}: {f.errors:,} operation(s) failed or "
+            "unconfirmed, left out of its figures" for f in figures if f.errors]

@@ -1,5 +1,6 @@
 """``chorusdb bench NAME``: the benchmarks of ``chorusdb.bench`` (``single``: one node against
-one redis-server under redis-benchmark). Same options as ``python -m chorusdb.bench NAME``."""
+one redis-server under redis-benchmark; ``cluster``: a 3-node leader cluster against a Redis
+primary with two replicas). Same options as ``python -m chorusdb.bench NAME``."""
 
 from __future__ import annotations
 
