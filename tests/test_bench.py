@@ -1,19 +1,24 @@
 """The pure parts of the benchmarks: redis-benchmark's CSV, the single-node summary (medians,
 CPU per 1,000 operations, ratios to Redis, the goal), run sizing and argument checking; the
-cluster benchmark's ratios, goals and table; and one smoke run of ``bench cluster --quick``
-against one cluster (about 10 s). The benchmarks themselves take minutes and never run here."""
+cluster benchmark's ratios, goals and table; what ``bench.session`` does around a benchmark's
+measurements, with made-up measuring and reporting functions; and one smoke run of
+``bench cluster --quick`` against one cluster (about 10 s). The benchmarks themselves take
+minutes and never run here."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import shutil
+import signal
+from dataclasses import dataclass
+from pathlib import Path
 
 import hiredis
 import pytest
 from rich.console import Console
 
-from chorusdb.bench import cluster, results, servers, single
+from chorusdb.bench import cluster, results, servers, session, single
 from chorusdb.bench.results import (REPLICATED_SET, REPLICATION_LAG, BenchmarkOutputError,
                                     ClusterFigure, Run)
 from chorusdb.cli.main import build_parser
@@ -179,6 +184,118 @@ def test_cpu_seconds_are_read_after_the_command_name():
     assert servers.cpu_seconds_of_proc_pid_stat(line) == 4.0
 
 
+# --- around the measurements: bench.session ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FakeSettings:
+    output_dir: Path
+    requests: int
+
+
+class FakeRunError(RuntimeError):
+    pass
+
+
+def fake_settings(tmp_path: Path):
+    def settings_from(args: argparse.Namespace) -> FakeSettings:
+        if args.requests < 1:
+            raise session.UsageError(f"--requests: expected at least 1, got {args.requests}")
+        return FakeSettings(tmp_path, args.requests)
+    return settings_from
+
+
+def run_fake(tmp_path, monkeypatch, requests=1, measured_or_raised=("figures", {"redis": "7"}),
+             redis_server="/usr/bin/redis-server"):
+    """``session.run`` with tools found (or not) as given, a measuring function that returns
+    or raises ``measured_or_raised``, and a report that writes the header; the exit code and
+    what the report received."""
+    tools = {"redis-benchmark": "/usr/bin/redis-benchmark", "redis-server": redis_server}
+    monkeypatch.setattr(session.shutil, "which", tools.get)
+    monkeypatch.setattr(session.servers, "tool_version", lambda executable: "7.0.15")
+    reported = []
+
+    def measure(tool, redis_server, settings, status):
+        assert signal.getsignal(signal.SIGTERM) is session._raise_on_sigterm
+        if isinstance(measured_or_raised, BaseException):
+            raise measured_or_raised
+        return measured_or_raised
+
+    def report(settings, measured, done):
+        reported.append((settings, measured, done))
+        done.write_document({**done.document_header(settings, extra=1), "figures": measured},
+                            settings.output_dir / f"fake-{done.stamp}.json", Console())
+
+    before = signal.getsignal(signal.SIGTERM)
+    code = session.run("fake", argparse.Namespace(requests=requests),
+                       settings_from=fake_settings(tmp_path), measure=measure,
+                       failures=(FakeRunError,), report=report, install_tools="get-tools",
+                       install_redis="get-redis")
+    assert signal.getsignal(signal.SIGTERM) is before
+    return code, reported
+
+
+def test_session_reports_what_was_measured_under_the_common_header(tmp_path, monkeypatch):
+    code, [(settings, measured, done)] = run_fake(tmp_path, monkeypatch, requests=5)
+    assert code == session.EXIT_OK and measured == "figures"
+    assert done.versions["redis"] == "7" and done.versions["redis-benchmark"] == "7.0.15"
+    assert "chorusdb_source" in done.versions
+    assert "load_average_1_5_15_after" in done.machine
+    [path] = tmp_path.glob("fake-*.json")
+    document = json.loads(path.read_text())
+    assert list(document) == ["benchmark", "started_at", "argv", "machine", "versions",
+                              "settings", "figures"]
+    assert document["benchmark"] == "fake"
+    assert document["settings"] == {"output_dir": str(tmp_path), "requests": 5, "extra": 1}
+
+
+def test_session_usage_errors_and_a_missing_redis_benchmark_exit_2(tmp_path, monkeypatch,
+                                                                    capsys):
+    assert run_fake(tmp_path, monkeypatch, requests=0) == (session.EXIT_USAGE, [])
+    assert capsys.readouterr().err == \
+        "chorusdb bench fake: --requests: expected at least 1, got 0\n"
+    monkeypatch.setattr(session.shutil, "which", lambda name: None)
+    code = session.run("fake", argparse.Namespace(requests=1),
+                       settings_from=fake_settings(tmp_path), measure=None, failures=(),
+                       report=None, install_tools="get-tools", install_redis="get-redis")
+    assert code == session.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("chorusdb bench fake: redis-benchmark is not installed")
+    assert err.rstrip().endswith("On Debian or Ubuntu: get-tools")
+
+
+def test_session_without_redis_server_still_measures_and_says_how_to_get_it(
+        tmp_path, monkeypatch, capsys):
+    code, reported = run_fake(tmp_path, monkeypatch, redis_server=None)
+    assert code == session.EXIT_OK and len(reported) == 1
+    assert "install it: get-redis" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("raised, code", [
+    (FakeRunError("a server did not start"), session.EXIT_FAILED),
+    (KeyboardInterrupt(), session.EXIT_INTERRUPTED),
+])
+def test_session_failures_and_interrupts_exit_without_a_report(tmp_path, monkeypatch, capsys,
+                                                               raised, code):
+    assert run_fake(tmp_path, monkeypatch, measured_or_raised=raised) == (code, [])
+    err = capsys.readouterr().err
+    assert ("chorusdb bench fake: a server did not start" in err
+            if code == session.EXIT_FAILED else "interrupted; every server was stopped" in err)
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_session_lets_other_errors_through(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="a bug"):
+        run_fake(tmp_path, monkeypatch, measured_or_raised=ValueError("a bug"))
+    assert signal.getsignal(signal.SIGTERM) is not session._raise_on_sigterm
+
+
+def test_sigterm_during_a_run_becomes_system_exit():
+    with pytest.raises(SystemExit) as raised:
+        session._raise_on_sigterm(signal.SIGTERM, None)
+    assert raised.value.code == 128 + signal.SIGTERM
+
+
 # --- the cluster benchmark ----------------------------------------------------------------------
 
 
@@ -288,7 +405,7 @@ def test_cluster_benchmark_smoke_run(tmp_path):
     json_path = tmp_path / "figures.json"
     args = parse_cluster("--quick", "--configs", "w2-fsync", "--output", str(tmp_path),
                          "--json", str(json_path))
-    assert args.func(args) == cluster.EXIT_OK
+    assert args.func(args) == session.EXIT_OK
     document = json.loads(json_path.read_text())
     measured = {(f["system"], f["config"], f["workload"]) for f in document["figures"]}
     assert measured == {(system, config, workload)

@@ -42,38 +42,31 @@ figure for the same workload: ops/s over ops/s, for the lag p99 over p99), the i
 as pass/miss (``results.CLUSTER_GOALS``), a JSON file of every raw figure (``--json``, by
 default under ``--output``), and a PNG plot beside it when matplotlib (the ``bench`` extra) is
 installed. Exit code 0 whatever the figures are; 1 when a server or a run failed; 2 for bad
-usage or a missing ``redis-benchmark``; 130 when interrupted (every server is stopped).
+usage or a missing ``redis-benchmark``; 130 when interrupted (every server is stopped). What
+happens around the measurements (finding the tools, the warnings, the exit codes, SIGTERM, the
+JSON file's header) is ``bench.session``'s, the same as for ``bench single``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
-import os
 import random
-import shutil
-import signal
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import hiredis
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn)
 
-from chorusdb.bench import results, servers, single
+from chorusdb.bench import results, servers, session, single
 from chorusdb.bench.results import (REPLICATED_SET, REPLICATION_LAG, ClusterFigure, Run,
                                     redis_benchmark_workload)
 from chorusdb.bench.servers import ReplicatedServers, ServerProcess, ServerStartError
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+from chorusdb.bench.session import UsageError
 
 MEMBERS = 3                             # per group: a primary and two replicas
 CHORUSDB_CONFIGS = {"w1-fsync": (1, "fsync"), "w1-os": (1, "os"),
@@ -102,13 +95,10 @@ connect_timeout_s = 5.0
 read_bytes_max = 256 * 1024     # per socket read of a driver connection
 workload_timeout_s = 600.0      # one driver workload, end to end
 INSTALL_REDIS = "sudo apt-get install redis-server"
+INSTALL_TOOLS = f"{INSTALL_REDIS} (it brings redis-tools, which has redis-benchmark)"
 MATPLOTLIB_MISSING = ("matplotlib is not installed (it comes with the bench extra: "
                       "pip install 'chorusdb[bench]'): no plot")
 SUMMARY = "a 3-node ChorusDB leader cluster (W=1, W=2; fsync, os) against Redis replication"
-
-
-class UsageError(ValueError):
-    pass
 
 
 class DriverError(RuntimeError):
@@ -495,8 +485,8 @@ def measure_group(tool: str, group: ReplicatedServers, settings: Settings, seed:
 STEPS_PER_GROUP = 2 + len(TESTS) * len(PIPELINES) + 2    # start, fill, runs; replicated, lag
 
 
-def _measure_all(tool: str, redis_server: str | None, settings: Settings,
-                 status: Console) -> tuple[list[ClusterFigure], dict, dict[str, str]]:
+def _measure_all(tool: str, redis_server: str | None, settings: Settings, status: Console
+                 ) -> tuple[tuple[list[ClusterFigure], dict], dict[str, str]]:
     """Start, measure and stop each group in turn; a group is stopped whatever happens."""
     plans: list[tuple[str, Callable[[Path], ReplicatedServers]]] = []
     if redis_server:
@@ -511,8 +501,7 @@ def _measure_all(tool: str, redis_server: str | None, settings: Settings,
     raw: dict = {}
     versions: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="chorusdb-bench-cluster-") as tmp, \
-            Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                     MofNCompleteColumn(), TimeElapsedColumn(), console=status) as progress:
+            session.progress_bar(status) as progress:
         task = progress.add_task("starting", total=STEPS_PER_GROUP * len(plans))
 
         def step(description: str) -> None:
@@ -538,7 +527,7 @@ def _measure_all(tool: str, redis_server: str | None, settings: Settings,
                 "pids": [s.pid for s in group.members],
                 "redis_benchmark_runs": [asdict(r) for r in result.runs],
                 "replicated_set": result.replicated, "replication_lag": result.lag}
-    return figures, raw, versions
+    return (figures, raw), versions
 
 
 # --- output ----------------------------------------------------------------------------------------
@@ -590,51 +579,21 @@ def write_plot(figures: list[ClusterFigure], path: Path) -> str:
     return f"plot: {path}"
 
 
-def _raise_on_sigterm(signum, frame) -> None:
-    raise SystemExit(128 + signum)
-
-
 def run(args: argparse.Namespace) -> int:
     """The whole benchmark (see the module docstring); returns the exit code."""
-    try:
-        settings = settings_from(args)
-    except UsageError as e:
-        print(f"chorusdb bench cluster: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    tool = shutil.which("redis-benchmark")
-    if tool is None:
-        print("chorusdb bench cluster: redis-benchmark is not installed, and the benchmark "
-              f"cannot run without it. On Debian or Ubuntu: {INSTALL_REDIS} (it brings "
-              "redis-tools, which has redis-benchmark)", file=sys.stderr)
-        return EXIT_USAGE
-    redis_server = shutil.which("redis-server")
-    status = Console(stderr=True)
-    if redis_server is None:
-        status.print(f"[yellow]redis-server is not on PATH: Redis is skipped and no ratio can "
-                     f"be given. To compare, install it: {INSTALL_REDIS}[/yellow]")
-    machine = single.machine_facts()
-    load_before = machine["load_average_1_5_15_before"][0]
-    if load_before > single.busy_load_average_min:
-        status.print(f"[yellow]the machine is busy (1-minute load {load_before}): other work "
-                     "shares the cores, and the figures will be lower and noisier[/yellow]")
-    started_at = datetime.now(timezone.utc)
-    revision = single.source_revision()
-    previous_sigterm = signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    try:
-        figures, raw, versions = _measure_all(tool, redis_server, settings, status)
-    except (ServerStartError, single.BenchmarkRunError, DriverError) as e:
-        status.print(f"chorusdb bench cluster: {e}", style="red", markup=False, highlight=False)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        status.print("interrupted; every server was stopped")
-        return EXIT_INTERRUPTED
-    finally:
-        signal.signal(signal.SIGTERM, previous_sigterm)
-    machine["load_average_1_5_15_after"] = [round(x, 2) for x in os.getloadavg()]
-    versions["redis-benchmark"] = servers.tool_version(tool)
-    versions["chorusdb_source"] = revision
+    return session.run("cluster", args, settings_from=settings_from, measure=_measure_all,
+                       failures=(ServerStartError, single.BenchmarkRunError, DriverError),
+                       report=_report, install_tools=INSTALL_TOOLS, install_redis=INSTALL_REDIS)
+
+
+def _report(settings: Settings, measured: tuple[list[ClusterFigure], dict],
+            done: session.Session) -> None:
+    """The table, the errors and the goals to the terminal; every raw figure to the JSON file
+    (``--json``, or ``cluster-DATE.json`` under ``--output``) and the plot beside it."""
+    figures, raw = measured
     figures = ordered(results.compare_with_redis(figures))
     goals = results.check_cluster_goals(figures)
+    machine = done.machine
     console = Console()
     console.print(results.cluster_table(
         figures, title=f"{MEMBERS} members each, on {machine['cores']} cores; "
@@ -650,19 +609,14 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"1-minute load average {machine['load_average_1_5_15_before'][0]} before, "
                   f"{machine['load_average_1_5_15_after'][0]} after, on "
                   f"{machine['cores']} cores", highlight=False)
-    stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
-    json_path = settings.json_path or settings.output_dir / f"cluster-{stamp}.json"
-    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path = settings.json_path or settings.output_dir / f"cluster-{done.stamp}.json"
     document = {
-        "benchmark": "cluster", "started_at": started_at.isoformat(timespec="seconds"),
-        "argv": sys.argv, "machine": machine, "versions": versions,
-        "settings": {**asdict(settings), "output_dir": str(settings.output_dir),
-                     "json_path": str(json_path), "members": MEMBERS,
-                     "redis_benchmark_clients": single.clients_default,
-                     "replicated_connections": replicated_connections,
-                     "replicated_batch_sets": replicated_batch_sets,
-                     "lag_load_fraction": lag_load_fraction,
-                     "load_connections": load_connections},
+        **done.document_header(
+            settings, json_path=str(json_path), members=MEMBERS,
+            redis_benchmark_clients=single.clients_default,
+            replicated_connections=replicated_connections,
+            replicated_batch_sets=replicated_batch_sets, lag_load_fraction=lag_load_fraction,
+            load_connections=load_connections),
         "redis_benchmark_command": " ".join(single.benchmark_argv(
             "redis-benchmark", servers.HOST, "PORT", "SET|GET", "1|16", settings.requests,
             settings.benchmark_settings())),
@@ -671,10 +625,7 @@ def run(args: argparse.Namespace) -> int:
                   for g in goals],
         "groups": raw,
     }
-    json_path.write_text(json.dumps(document, indent=2) + "\n")
-    console.print(f"chorusdb source {revision or 'unknown'}; raw figures: {json_path}",
-                  highlight=False)
+    done.write_document(document, json_path, console)
     settings.output_dir.mkdir(parents=True, exist_ok=True)
-    console.print(write_plot(figures, settings.output_dir / f"cluster-{stamp}.png"),
+    console.print(write_plot(figures, settings.output_dir / f"cluster-{done.stamp}.png"),
                   highlight=False, markup=False)
-    return EXIT_OK

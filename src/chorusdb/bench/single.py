@@ -1,7 +1,8 @@
 """``python -m chorusdb.bench single``: one ChorusDB node against one redis-server, same run,
 same machine, same client.
 
-How a run goes:
+How a run goes (step 1, the exit codes, the signals and the JSON file's header are
+``bench.session``'s, the same for every benchmark):
 
 1. Find ``redis-benchmark`` (without it nothing can be measured: say how to install it, exit 2)
    and ``redis-server`` (without it ChorusDB is still measured, but no ratio can be given).
@@ -22,38 +23,28 @@ How a run goes:
 
 Every server is stopped by its own PID in a ``finally``, also on Ctrl-C and SIGTERM. The exit
 code is 0 whatever the figures are (a benchmark, not a test); 1 when a server or a run failed;
-2 for bad usage or a missing ``redis-benchmark``.
+2 for bad usage or a missing ``redis-benchmark``; 130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import resource
 import shlex
-import shutil
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn)
 
-from chorusdb.bench import results, servers
+from chorusdb.bench import results, servers, session
 from chorusdb.bench.results import BenchmarkOutputError, Run
 from chorusdb.bench.servers import ServerProcess, ServerStartError
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-EXIT_INTERRUPTED = 130
+from chorusdb.bench.session import UsageError
 
 TESTS = ("SET", "GET")
 PIPELINES_DEFAULT = (1, 16)
@@ -70,16 +61,10 @@ quick_run_duration_s = 1.0
 requests_min = 20_000
 requests_max = 20_000_000
 benchmark_run_timeout_s = 300.0
-git_timeout_s = 10.0
-busy_load_average_min = 0.5         # a 1-minute load above this before the start is flagged
 command_output_tail_chars = 2000
 
 INSTALL_TOOLS = "apt-get install -y redis-tools"
 INSTALL_REDIS = "apt-get install -y redis-server"
-
-
-class UsageError(ValueError):
-    pass
 
 
 class BenchmarkRunError(RuntimeError):
@@ -228,125 +213,58 @@ def requests_for(rps: float, run_duration_s: float) -> int:
     return int(min(max(wanted, requests_min), requests_max))
 
 
-def source_revision() -> str | None:
-    """The git commit of the chorusdb being measured, ``+dirty`` with uncommitted changes in
-    its source; None outside a git checkout. Figures are only comparable with their code."""
-    source = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=source,
-                                capture_output=True, text=True, timeout=git_timeout_s)
-        changes = subprocess.run(   # read-only: no index refresh written back
-            ["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no", "."],
-            cwd=source, capture_output=True, text=True, timeout=git_timeout_s)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if commit.returncode != 0:
-        return None
-    return commit.stdout.strip() + ("+dirty" if changes.stdout.strip() else "")
-
-
-def machine_facts() -> dict:
-    """What a reader needs to compare figures across machines, and the load before we start."""
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f
-                          if line.startswith("model name")), "")
-    except OSError:
-        pass
-    return {"cores": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
-            "python": platform.python_version(),
-            "load_average_1_5_15_before": [round(x, 2) for x in os.getloadavg()]}
-
-
 def rotated(items: list, by: int) -> list:
     """The list started ``by`` places later, wrapping around: round r runs system r first."""
     shift = by % len(items)
     return items[shift:] + items[:shift]
 
 
-def _raise_on_sigterm(signum, frame) -> None:
-    raise SystemExit(128 + signum)
-
-
 def run(args: argparse.Namespace) -> int:
     """The whole benchmark (see the module docstring); returns the exit code."""
-    try:
-        settings = settings_from(args)
-    except UsageError as e:
-        print(f"chorusdb bench single: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    tool = shutil.which("redis-benchmark")
-    if tool is None:
-        print("chorusdb bench single: redis-benchmark is not installed, and the benchmark "
-              f"cannot run without it. On Debian or Ubuntu: {INSTALL_TOOLS}", file=sys.stderr)
-        return EXIT_USAGE
-    redis_server = shutil.which("redis-server")
-    status = Console(stderr=True)
-    if redis_server is None:
-        status.print(f"[yellow]redis-server is not installed: Redis is skipped and no ratio "
-                     f"can be given. To compare, install it: {INSTALL_REDIS}[/yellow]")
-    machine = machine_facts()
-    if machine["load_average_1_5_15_before"][0] > busy_load_average_min:
-        status.print(f"[yellow]the machine is busy (1-minute load "
-                     f"{machine['load_average_1_5_15_before'][0]}): other work shares the "
-                     "cores, and the figures will be lower and noisier[/yellow]")
-    started_at = datetime.now(timezone.utc)
-    revision = source_revision()        # before the nodes load the code
-    previous_sigterm = signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    try:
-        measured, calibration, versions = _measure_all(tool, redis_server, settings, status)
-    except (ServerStartError, BenchmarkRunError) as e:
-        status.print(f"chorusdb bench single: {e}", style="red", markup=False, highlight=False)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        status.print("interrupted; every server was stopped")
-        return EXIT_INTERRUPTED
-    finally:
-        signal.signal(signal.SIGTERM, previous_sigterm)
-    machine["load_average_1_5_15_after"] = [round(x, 2) for x in os.getloadavg()]
-    versions["redis-benchmark"] = servers.tool_version(tool)
-    versions["chorusdb_source"] = revision
-    rows = results.summarize(measured)
+    return session.run("single", args, settings_from=settings_from, measure=_measure_all,
+                       failures=(ServerStartError, BenchmarkRunError), report=_report,
+                       install_tools=INSTALL_TOOLS, install_redis=INSTALL_REDIS)
+
+
+def _report(settings: Settings, measured: tuple[list[Run], list[Run]],
+            done: session.Session) -> None:
+    """The table, the verdict on the goal and the other load to the terminal; every raw
+    figure to ``single-DATE.json`` under ``--output``."""
+    runs, calibration = measured
+    cores = done.machine["cores"]
+    rows = results.summarize(runs)
     verdict = results.goal_verdict(rows)
     console = Console()
     console.print(results.summary_table(
         rows, title=f"redis-benchmark -c {settings.clients} -r {settings.keyspace_keys} -d "
                     f"{settings.value_bytes}: median of {settings.rounds} round(s), "
-                    f"{machine['cores']} cores"))
+                    f"{cores} cores"))
     if verdict is not None:
         console.print(verdict.sentence())
-    elsewhere = [results.other_cores(r) for r in measured]
+    elsewhere = [results.other_cores(r) for r in runs]
     console.print(f"other processes kept {statistics.median(elsewhere):.2f} of "
-                  f"{machine['cores']} cores busy during the median run, {max(elsewhere):.2f} "
+                  f"{cores} cores busy during the median run, {max(elsewhere):.2f} "
                   "at worst; the spread column shows what that did to the rates",
                   highlight=False)
     document = {
-        "benchmark": "single", "started_at": started_at.isoformat(timespec="seconds"),
-        "argv": sys.argv, "machine": machine, "versions": versions,
-        "settings": {**asdict(settings), "output_dir": str(settings.output_dir)},
+        **done.document_header(settings),
         "benchmark_command": shlex.join(benchmark_argv(
             "redis-benchmark", servers.HOST, "PORT", "SET|GET", "DEPTH", "N", settings)),
         "calibration": [asdict(r) for r in calibration],
-        "runs": [asdict(r) for r in measured],
+        "runs": [asdict(r) for r in runs],
         "summary": [asdict(r) for r in rows],
         "goal": None if verdict is None else {"ratio": verdict.ratio,
                                               "ratio_min": verdict.ratio_min,
                                               "met": verdict.met},
     }
-    settings.output_dir.mkdir(parents=True, exist_ok=True)
-    path = settings.output_dir / f"single-{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    console.print(f"chorusdb source {versions['chorusdb_source'] or 'unknown'}; raw figures: "
-                  f"{path}", highlight=False)
-    return EXIT_OK
+    done.write_document(document, settings.output_dir / f"single-{done.stamp}.json", console)
 
 
-def _measure_all(tool: str, redis_server: str | None, settings: Settings,
-                 status: Console) -> tuple[list[Run], list[Run], dict[str, str]]:
+def _measure_all(tool: str, redis_server: str | None, settings: Settings, status: Console
+                 ) -> tuple[tuple[list[Run], list[Run]], dict[str, str]]:
     """Start the servers, fill, calibrate and measure; the servers are stopped whatever happens.
 
-    Returns the measured runs, the calibration runs and the versions of the systems.
+    Returns the measured runs and the calibration runs, and the versions of the systems.
     """
     kinds = ([("redis", "everysec")] if redis_server else []) + \
         [("chorusdb", durability) for durability in settings.durabilities]
@@ -358,8 +276,7 @@ def _measure_all(tool: str, redis_server: str | None, settings: Settings,
     measured: list[Run] = []
     calibration: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="chorusdb-bench-") as tmp, \
-            Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                     MofNCompleteColumn(), TimeElapsedColumn(), console=status) as progress:
+            session.progress_bar(status) as progress:
         task = progress.add_task("starting", total=steps)
 
         def step(description: str) -> None:
@@ -411,4 +328,4 @@ def _measure_all(tool: str, redis_server: str | None, settings: Settings,
             for server in running:
                 servers.stop(server)
     versions = {server.system: server.version for server in running}
-    return measured, calibration, versions
+    return (measured, calibration), versions
