@@ -458,6 +458,8 @@ class LeaderCore:
         return self.applied != self._applied_written
 
     def ready(self) -> Ready:
+        if self.is_leader and self._writes and self._releasable():
+            return self._releases_only()
         ready = self._ready
         self._ready = Ready()
         self._ticked = False
@@ -479,6 +481,18 @@ class LeaderCore:
             self._messages.append(AppendReply(self.node_id, self.leader_id, self.epoch,
                                               self.log.last, self.applied, self._accepted))
             self._accepted = True
+        return self._finish(ready, now)
+
+    def _releases_only(self) -> Ready:
+        """A leader's ``Ready`` of the replies the commit released and nothing to persist: the
+        driver hands them out at once instead of behind the fsync of the writes that queued up
+        meanwhile (which do not concern them; those go in the next ``Ready``). The leader's
+        other pending messages are forwarded replies, equally independent of new writes."""
+        ready = Ready()
+        self._release_held(ready)
+        return self._finish(ready, self._now_ms)
+
+    def _finish(self, ready: Ready, now: int) -> Ready:
         ready.messages = self._messages
         self._messages = []
         ready.notes.extend(self._notes)
