@@ -34,7 +34,7 @@ class GossipCore:
     mode = "gossip-test"
     KNOWN_BUGS: dict[str, str] = {}
     CLAIMS = frozenset()
-    POWER_LOSS_EXEMPT_ROLES = frozenset()
+    DATA_LOSS_EXEMPT_ROLES = frozenset()
     heartbeats_received = 0
 
     def __init__(self, config: CoreConfig, recovered: RecoveredState, rng: random.Random,

@@ -27,7 +27,7 @@ REQUIRED = {
     # (A corrupt snapshot chunk is rarer, a few per 30 seeds: the skip_chunk_crc bug test
     # proves the simulator reaches it.)
     "leader": REPLICATED_PROBES + ("append_resent", "log_trimmed", "snapshot_started",
-                                   "snapshot_installed"),
+                                   "snapshot_installed", "disk_lost"),
 }
 
 

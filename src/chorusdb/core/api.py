@@ -129,14 +129,15 @@ class Core(Protocol):
     ``consistent_prefix``, ``no_lost_writes``, ``convergence``, ``session``): the simulator and
     the fault harness check exactly these, so a mode that promises less says so here.
     ``KNOWN_BUGS`` maps the defects that ``CoreConfig.bugs`` can switch on to what they break.
-    ``POWER_LOSS_EXEMPT_ROLES`` names the roles the fault injector must not take power from,
-    because the mode does not survive it yet (a leader before elections exist).
+    ``DATA_LOSS_EXEMPT_ROLES`` names the roles the fault injector must not take power or the
+    data directory from, because the mode does not survive it yet (a leader before elections
+    exist).
     """
 
     mode: str
     CLAIMS: frozenset[str]
     KNOWN_BUGS: dict[str, str]
-    POWER_LOSS_EXEMPT_ROLES: frozenset[str]
+    DATA_LOSS_EXEMPT_ROLES: frozenset[str]
 
     def __init__(self, config: CoreConfig, recovered: RecoveredState, rng: random.Random,
                  now_ms: int) -> None: ...

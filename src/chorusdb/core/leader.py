@@ -279,7 +279,7 @@ class LeaderCore:
                               "log (after a gap), so later entries land before earlier ones",
         "skip_chunk_crc": "a follower installs snapshot chunks without checking their CRC",
     }
-    POWER_LOSS_EXEMPT_ROLES = frozenset({"leader"})
+    DATA_LOSS_EXEMPT_ROLES = frozenset({"leader"})
 
     def __init__(self, config: CoreConfig, recovered: RecoveredState, rng: random.Random,
                  now_ms: int) -> None:

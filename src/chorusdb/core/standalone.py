@@ -56,7 +56,7 @@ class StandaloneCore:
     mode = "standalone"
     CLAIMS = frozenset({"linearizable", "consistent_prefix", "no_lost_writes", "convergence",
                         "session"})
-    POWER_LOSS_EXEMPT_ROLES: frozenset[str] = frozenset()
+    DATA_LOSS_EXEMPT_ROLES: frozenset[str] = frozenset()
     KNOWN_BUGS = {
         "ack_before_persist": "replies are sent one Ready before the writes they acknowledge",
         "del_not_persisted": "DEL is logged but its data rows are never deleted on disk",

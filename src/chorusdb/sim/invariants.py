@@ -15,8 +15,10 @@ it, so a violation points at the event that caused it (TigerBeetle's state check
   wherever the snapshot stands;
 - **acknowledged means W copies** (durability ``"fsync"``): whenever a leader's
   ``commit_position`` moves forward, at least ``status()["write_quorum"]`` nodes, itself
-  included, have it synced. Under ``"os"`` a follower's copy sits in its page cache and a power
-  loss may take it between its answer and the commit, which that durability allows.
+  included, have synced it (a copy counts once synced, even if its node loses its data
+  directory afterwards: surviving that is what the W copies are for). Under ``"os"`` a
+  follower's copy sits in its page cache and a power loss may take it between its answer and
+  the commit, which that durability allows.
 
 A violation is recorded (with the virtual time and node) and fails the seed; the run goes on so
 the report also shows what the clients saw.
@@ -43,6 +45,7 @@ class Invariants:
         self.violations: list[str] = []
         self._written: dict[str, Position] = {}     # last position handed to the store
         self._synced: dict[str, Position] = {}      # last position synced to the platter
+        self._copies: dict[str, Position] = {}      # highest ever synced, disk loss or not
         self._status: dict[str, tuple[Position, Position]] = {}
         self._power_lost: dict[str, bool] = {}      # how the node last went down
         self._down: set[str] = set()
@@ -79,7 +82,7 @@ class Invariants:
             self._check_commit_copies(node, now[1], status["write_quorum"])
 
     def _check_commit_copies(self, node: SimNode, commit: Position, quorum: int) -> None:
-        holders = [n for n, synced in self._synced.items() if synced >= commit]
+        holders = [n for n, synced in self._copies.items() if synced >= commit]
         if len(holders) < quorum:
             self._violate(node, f"commit position {commit} acknowledged with {len(holders)} "
                                 f"durable copies {sorted(holders)}, write quorum {quorum}")
@@ -88,11 +91,18 @@ class Invariants:
         # While a node is down after a power loss, what it had written is unknown until
         # recovery reads the disk (and there is nothing pending left to sync).
         if not (node.node_id in self._down and self._power_lost[node.node_id]):
-            self._synced[node.node_id] = self._written.get(node.node_id, ZERO_POSITION)
+            synced = self._written.get(node.node_id, ZERO_POSITION)
+            self._synced[node.node_id] = synced
+            self._copies[node.node_id] = max(synced, self._copies.get(node.node_id, synced))
 
     def on_crash(self, node: SimNode, power_loss: bool) -> None:
         self._power_lost[node.node_id] = power_loss
         self._down.add(node.node_id)
+
+    def on_disk_lost(self, node: SimNode) -> None:
+        """The data directory is gone: the node holds nothing any more."""
+        self._written[node.node_id] = ZERO_POSITION
+        self._synced[node.node_id] = ZERO_POSITION
 
     def on_restart(self, node: SimNode, recovered: RecoveredState) -> None:
         process_crash = not self._power_lost.get(node.node_id, False)

@@ -5,7 +5,9 @@ one of the seed's enabled kinds uniformly and a victim, applies the fault, write
 note into the history and schedules its undoing:
 
 - ``crash`` / ``power``: a node dies (SIGKILL / power loss) and boots again after a downtime
-  (power loss spares the roles the mode lists in ``POWER_LOSS_EXEMPT_ROLES``);
+  in a cluster of several nodes, some SIGKILLed nodes also lose their data directory before
+  they boot (``disk_loss_probability``: the member rejoins empty and must be re-seeded). Power
+  loss and disk loss spare the roles the mode lists in ``DATA_LOSS_EXEMPT_ROLES``;
   half of these crashes wait for the node's next persist and strike while it is in flight
   (written, not yet synced or acknowledged), the instant that decides whether an
   acknowledgement can be lost, and one a crash at a random time rarely hits;
@@ -37,6 +39,7 @@ from chorusdb.sim.world import World
 from chorusdb.verify.history import HistoryRecorder
 
 mid_persist_crash_probability = 0.5
+disk_loss_probability = 0.15         # of a SIGKILLed cluster member: its data directory is gone
 downtime_ms_min = 10
 downtime_ms_max = 3000
 pause_ms_min = 20
@@ -111,21 +114,30 @@ class Nemesis:
     def _crash(self, kind: str) -> bool:
         power_loss = kind == "power"
         up = [node for node in self.nodes.values() if node.is_up
-              and not (power_loss and node.role() in node.core_class.POWER_LOSS_EXEMPT_ROLES)]
+              and not (power_loss and node.role() in node.core_class.DATA_LOSS_EXEMPT_ROLES)]
         if not up:
             return False
         node = self.rng.choice(up)
+        # Drawn only in clusters, so single-node seeds keep their draws.
+        lose_disk = (not power_loss and len(self.nodes) > 1
+                     and node.role() not in node.core_class.DATA_LOSS_EXEMPT_ROLES
+                     and self.rng.random() < disk_loss_probability)
         if self.rng.random() < mid_persist_crash_probability:
             self._note("armed", {"node": node.node_id, "crash": kind})
             node.crash_during_next_persist(ArmedCrash(
-                power_loss, self.params.torn_probability, partial(self._crashed, node, kind)))
+                power_loss, self.params.torn_probability,
+                partial(self._crashed, node, kind, lose_disk)))
         else:
             node.crash(power_loss=power_loss, torn_probability=self.params.torn_probability)
-            self._crashed(node, kind)
+            self._crashed(node, kind, lose_disk)
         return True
 
-    def _crashed(self, node: SimNode, kind: str) -> None:
+    def _crashed(self, node: SimNode, kind: str, lose_disk: bool) -> None:
         self._note(kind, {"node": node.node_id})
+        if lose_disk:
+            node.lose_disk()
+            self._note("disk_lost", {"node": node.node_id})
+            self.world.probe("disk_lost")
         if kind == "power":
             self.world.probe("power_loss")
         self.world.after(self._duration_us(downtime_ms_min, downtime_ms_max),

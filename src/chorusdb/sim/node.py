@@ -114,6 +114,8 @@ class NodeObserver(Protocol):
 
     def on_restart(self, node: SimNode, recovered: RecoveredState) -> None: ...
 
+    def on_disk_lost(self, node: SimNode) -> None: ...
+
 
 Reply = Callable[[ClientReply], None]
 
@@ -346,6 +348,15 @@ class SimNode:
             return
         self.crash(power_loss=armed.power_loss, torn_probability=armed.torn_probability)
         armed.after_crash()
+
+    def lose_disk(self) -> None:
+        """While down: the data directory is deleted; the node boots empty."""
+        assert self.core is None
+        self.store = MemoryStore(durability=self.store.durability,
+                                 verify_crc=self.store.verify_crc)
+        self._unsynced_keys.clear()
+        self.world.trace("disk_lost", self.node_id)
+        self.observer.on_disk_lost(self)
 
     def crash(self, *, power_loss: bool, torn_probability: float) -> None:
         """The process dies (``power_loss``: the machine loses power too)."""

@@ -200,6 +200,9 @@ class _Observer:
                                "end_time": window.end_time, "reason": window.reason},
                               time=world.now_us * 1000, node=node.node_id)
 
+    def on_disk_lost(self, node: SimNode) -> None:
+        self.invariants.on_disk_lost(node)
+
     def on_restart(self, node: SimNode, recovered: RecoveredState) -> None:
         self.invariants.on_restart(node, recovered)
         report = node.store.last_recovery
