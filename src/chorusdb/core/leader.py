@@ -32,7 +32,10 @@ advances, so followers apply promptly.
 **Followers** persist entries as they arrive and apply them to their keyspace only once the
 leader's commit position covers them (their data is never ahead of what is acknowledged, so a
 follower read never shows a write that could be lost); the applied position is kept in meta
-with the data it describes. Reads on a follower are answered from that state at once (``stale``:
+with the data it describes. The one exception is a snapshot: it is the leader's data at its
+log end, which the leader holds durably (the chunks leave after the persist of the ``Ready``
+that made them) but W members may not yet; the follower's applied position is then ahead of
+its commit position until the leader's commit catches up. Reads on a follower are answered from that state at once (``stale``:
 consistent prefix, not linearizable). Writes are forwarded to the leader (``follower_writes =
 "forward"``; answered ``-INDOUBT`` if the leader does not answer within ``write_timeout_ms``) or
 refused with ``-NOTLEADER <leader-id> <host:port>`` (``"redirect"``).
@@ -448,14 +451,11 @@ class LeaderCore:
         if self._writes or self._messages or ready.replies or self._notes \
                 or self._reply_to_leader or self._ticked:
             return True
-        if self.keyspace_changed():
+        if self.applied != self._applied_written:        # applied entries to persist
             return True
         if self.is_leader:
             return self._replication_due() or self._releasable()
         return False
-
-    def keyspace_changed(self) -> bool:
-        return self.applied != self._applied_written
 
     def ready(self) -> Ready:
         if self.is_leader and self._writes and self._releasable():
@@ -938,7 +938,6 @@ class LeaderCore:
         self.log.reset(position)
         self.applied = position
         self._applied_written = None            # the applied position goes to meta again
-        self.commit = max(self.commit, position)
         self.counters["snapshots_installed"] += 1
         self._notes.append(Probe("snapshot_installed"))
         for entry in incoming.spool:
