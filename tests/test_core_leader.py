@@ -285,3 +285,14 @@ def test_messages_from_an_older_epoch_are_ignored():
     stale = Append("n1", "n2", 0, Position(1, 0), (), Position(1, 5))
     follower.step(stale, cluster.now)
     assert follower.commit < Position(1, 5)
+
+
+def test_a_follower_bounds_the_writes_it_has_forwarded(monkeypatch):
+    monkeypatch.setattr("chorusdb.core.leader.forwards_pending_max", 1)
+    cluster = ready_cluster()
+    cluster.cut = {("n2", "n1")}
+    cluster.propose("n2", 1, "SET", "a", "1")
+    cluster.propose("n2", 2, "SET", "b", "2")
+    cluster.run()
+    assert 1 not in cluster.replies            # forwarded, the leader cannot hear it
+    assert cluster.replies[2].error_class == "TRYAGAIN"

@@ -118,6 +118,7 @@ snapshot_chunks_inflight_max = 4        # chunks sent beyond what the follower a
 snapshot_resend_ms = 1000               # no acknowledgement for this long: resend from there
 spool_entries_max = 100_000             # entries a follower keeps while a snapshot streams
 forward_dedup_entries_max = 65_536      # forwarded writes remembered to drop duplicates
+forwards_pending_max = 65_536           # writes a follower has forwarded and awaits answers for
 waiters_max = 100_000                   # WAIT / CHORUS.WAITPOS calls outstanding per node
 retention_check_interval_ms = 1000      # how often the retention policy runs
 record_overhead_bytes = 48              # the fixed part of a record's size estimate
@@ -801,6 +802,11 @@ class LeaderCore:
         if self.settings.follower_writes == "redirect":
             address = self._client_addresses.get(self.leader_id, "?")
             self._reply_now(request_id, Error(f"NOTLEADER {self.leader_id} {address}"))
+            return
+        if len(self._forwards) >= forwards_pending_max:
+            self._reply_now(request_id, Error(
+                f"TRYAGAIN {forwards_pending_max} forwarded writes are awaiting the leader "
+                f"{self.leader_id}; the write was not forwarded"))
             return
         self._forward_sequence += 1
         sequence = self._forward_sequence
