@@ -296,3 +296,21 @@ def test_a_follower_bounds_the_writes_it_has_forwarded(monkeypatch):
     cluster.run()
     assert 1 not in cluster.replies            # forwarded, the leader cannot hear it
     assert cluster.replies[2].error_class == "TRYAGAIN"
+
+
+def test_wait_for_zero_replicas_answers_a_count_at_once():
+    cluster = ready_cluster()
+    cluster.propose("n1", 1, "CHORUS.WAITREPLICAS", "0", "0", "0", "0")
+    cluster.run()
+    assert cluster.replies[1] == 2             # both followers answered and hold 0:0
+
+
+def test_a_wait_sent_to_a_follower_keeps_its_own_timeout():
+    cluster = ready_cluster(write_timeout_ms=500)
+    cluster.cut = {("n2", "n1")}
+    cluster.propose("n2", 1, "CHORUS.WAITREPLICAS", "2", "5000", "0", "0")
+    cluster.run()
+    cluster.advance_time(1000)
+    assert 1 not in cluster.replies            # past the write timeout, within WAIT's own
+    cluster.advance_time(5000)
+    assert cluster.replies[1] == 0             # the leader never answered

@@ -238,7 +238,6 @@ class FollowerProgress:
     match: Position = ZERO_POSITION          # durable on the follower, as it last said
     applied: Position = ZERO_POSITION
     next_index: int = 1                      # the next entry to send
-    last_sent_ms: int = -1
     sent_commit: Position = ZERO_POSITION
     last_reply_ms: int = -1
     last_progress_ms: int = 0
@@ -251,7 +250,7 @@ class FollowerProgress:
 
 @dataclass(slots=True)
 class Waiter:
-    """A reply held until the commit covers ``index`` (leader), or a wait for a condition."""
+    """A reply the leader holds until the commit covers ``index``."""
 
     index: int
     deadline_ms: int
@@ -263,11 +262,12 @@ class Waiter:
 
 @dataclass(slots=True)
 class PositionWait:
-    """``CHORUS.WAITREPLICAS`` (``replicas`` > 0) or ``CHORUS.WAITPOS`` (``replicas`` == 0)."""
+    """``CHORUS.WAITREPLICAS`` (``replicas``: how many followers must hold ``position``) or
+    ``CHORUS.WAITPOS`` (``replicas`` None: this node must have applied it)."""
 
     request_id: int
     position: Position
-    replicas: int
+    replicas: int | None
     deadline_ms: int                        # NO_DEADLINE: wait for ever (WAIT ... 0)
 
 
@@ -303,7 +303,6 @@ class LeaderCore:
         self.role = "leader" if self.is_leader else "follower"
         self._client_addresses = dict(settings.client_addresses)
         self._retention = settings.retention()
-        self._rng = rng
         self._now_ms = now_ms
         meta = recovered.meta
         self.epoch = max(int(meta.get(META_EPOCH, 1)), 1)
@@ -353,7 +352,8 @@ class LeaderCore:
         self._incoming: IncomingSnapshot | None = None
         self._forward_incarnation = rng.getrandbits(62)
         self._forward_sequence = 0
-        self._forwards: dict[tuple[int, int], tuple[int, int]] = {}   # -> request, deadline
+        # (incarnation, sequence) -> (request id, deadline or NO_DEADLINE, is a WAIT)
+        self._forwards: dict[tuple[int, int], tuple[int, int, bool]] = {}
         self._last_leader_contact_ms = -1
         self._ticked = False
         self.counters = {"append_messages_sent": 0, "entries_sent": 0, "snapshot_chunks_sent": 0,
@@ -393,7 +393,7 @@ class LeaderCore:
             return
         name = command.name
         if name == WAIT_POSITION:
-            self._wait_position(request_id, command.args, replicas=0)
+            self._wait_position(request_id, command.args, counting=False)
         elif self.is_leader:
             self._lead(command, spec.category, spec.is_write, request_id)
         elif spec.is_write or name in FOLLOWER_COMMANDS_FORWARDED:
@@ -528,7 +528,7 @@ class LeaderCore:
                 position = self._append(effect)
             self._hold(request_id, reply, position)
         elif command.name == WAIT_REPLICAS:
-            self._wait_position(request_id, command.args, replicas=None)
+            self._wait_position(request_id, command.args, counting=True)
         else:
             self._reply_now(request_id, self._local_command(command))
 
@@ -589,8 +589,9 @@ class LeaderCore:
                               f"than {self.quorum} members confirmed it within "
                               f"{self.settings.write_timeout_ms} ms; it may still commit")
             else:
-                value = Error(f"NOQUORUM the read could not be confirmed by {self.quorum} "
-                              f"members within {self.settings.write_timeout_ms} ms")
+                value = Error(f"NOQUORUM fewer than {self.quorum} members confirmed the log "
+                              f"this command saw within {self.settings.write_timeout_ms} ms; "
+                              f"it changed nothing")
             self._deliver(self._ready, waiter.request_id, value, None)
 
     def _deliver(self, ready: Ready, request_id: int, value: object,
@@ -625,7 +626,7 @@ class LeaderCore:
                     return True
                 continue
             if f.next_index <= last and \
-                    f.next_index - 1 - f.match.index < self._window(f, self._now_ms):
+                    f.next_index - 1 - self._confirmed_index(f) < self._window(f, self._now_ms):
                 return True
             if f.sent_commit < self.commit:
                 return True
@@ -640,8 +641,6 @@ class LeaderCore:
         commit = self.commit
         optimistic = "ack_before_durable" in self.config.bugs
         for f in self.followers.values():
-            if f.snapshot_next_chunk < 0 and f.next_index < log.first_index <= f.match.index + 1:
-                f.next_index = f.match.index + 1    # what it confirmed is still in the log
             if f.snapshot_next_chunk < 0 and f.next_index < log.first_index:
                 if not self._answering(f, now):
                     # A snapshot for a follower that is down waits until it answers this.
@@ -656,7 +655,8 @@ class LeaderCore:
                     continue        # trimmed past this snapshot too: another one follows it
             sent = False
             window = self._window(f, now)
-            while f.next_index <= last and f.next_index - 1 - f.match.index < window:
+            confirmed = self._confirmed_index(f)
+            while f.next_index <= last and f.next_index - 1 - confirmed < window:
                 entries = log.entries_from(f.next_index, append_batch_entries_max,
                                            append_batch_bytes_max)
                 prev = log.position(f.next_index - 1)
@@ -673,9 +673,15 @@ class LeaderCore:
                                              log.position(f.next_index - 1), (), commit))
                 self.counters["append_messages_sent"] += 1
             f.sent_commit = commit
-            f.last_sent_ms = now
         if optimistic:
             self._advance_commit()
+
+    def _confirmed_index(self, f: FollowerProgress) -> int:
+        """Where the in-flight window of ``f`` starts: its durable index, or the position of
+        the snapshot it is receiving (the entries after it stream meanwhile)."""
+        if f.snapshot_next_chunk >= 0 and self._snapshot is not None:
+            return max(f.match.index, self._snapshot.position.index)
+        return f.match.index
 
     def _answering(self, f: FollowerProgress, now: int) -> bool:
         return f.last_reply_ms >= 0 and \
@@ -731,7 +737,6 @@ class LeaderCore:
     def _start_snapshot(self, f: FollowerProgress, now: int) -> None:
         if self._snapshot is None or self._snapshot.position.index < self.log.base.index:
             self._snapshot = OutgoingSnapshot(self.applied, self.keyspace.items())
-        f.reseeds += 1
         reason = self._trim_reason or "its log was lost or is older than the leader's"
         f.reseed_reason = (f"needed entry {f.next_index} but the log starts at "
                            f"{self.log.first_index} ({reason})")
@@ -744,6 +749,11 @@ class LeaderCore:
     def _send_chunks(self, f: FollowerProgress, now: int) -> None:
         snapshot = self._snapshot
         assert snapshot is not None
+        if not self._answering(f, now):
+            # It went silent: stop streaming; it starts again once it answers.
+            f.snapshot_next_chunk = -1
+            self._release_snapshot()
+            return
         if now - f.snapshot_progress_ms >= snapshot_resend_ms:
             f.snapshot_sent_chunk = f.snapshot_next_chunk          # resume after a loss
             f.snapshot_progress_ms = now
@@ -775,10 +785,15 @@ class LeaderCore:
             f.snapshot_next_chunk = -1
             f.match = max(f.match, snapshot.position)
             f.next_index = max(f.next_index, snapshot.position.index + 1)
+            f.reseeds += 1
             f.last_progress_ms = self._now_ms
             self._notes.append(Probe("snapshot_sent"))
-            if all(g.snapshot_next_chunk < 0 for g in self.followers.values()):
-                self._snapshot = None
+            self._release_snapshot()
+
+    def _release_snapshot(self) -> None:
+        """Drop the copy of the data once no follower is receiving it."""
+        if all(f.snapshot_next_chunk < 0 for f in self.followers.values()):
+            self._snapshot = None
 
     # --- forwarded writes, leader side ------------------------------------------------------------
 
@@ -810,8 +825,12 @@ class LeaderCore:
             return
         self._forward_sequence += 1
         sequence = self._forward_sequence
-        self._forwards[(self._forward_incarnation, sequence)] = (
-            request_id, self._now_ms + self.settings.write_timeout_ms)
+        deadline = self._now_ms + self.settings.write_timeout_ms
+        is_wait = command.name == WAIT_REPLICAS
+        if is_wait:                 # WAIT's own timeout, and the leader's answer on top
+            timeout_ms = int(command.args[1]) if command.args[1].isdigit() else 0
+            deadline = NO_DEADLINE if timeout_ms == 0 else deadline + timeout_ms
+        self._forwards[(self._forward_incarnation, sequence)] = (request_id, deadline, is_wait)
         self.counters["forwarded_writes"] += 1
         self._messages.append(Forward(self.node_id, self.leader_id, self.epoch,
                                       self._forward_incarnation, sequence, command))
@@ -825,10 +844,12 @@ class LeaderCore:
 
     def _expire_forwards(self) -> None:
         now = self._now_ms
-        expired = [key for key, (_, deadline) in self._forwards.items() if deadline <= now]
+        expired = [key for key, (_, deadline, _) in self._forwards.items()
+                   if deadline != NO_DEADLINE and deadline <= now]
         for key in expired:
-            request_id, _ = self._forwards.pop(key)
-            self._reply_now(request_id, Error(
+            request_id, _, is_wait = self._forwards.pop(key)
+            # A WAIT whose answer never came: no follower was seen to hold the write.
+            self._reply_now(request_id, 0 if is_wait else Error(
                 f"INDOUBT the leader {self.leader_id} did not answer the forwarded write within "
                 f"{self.settings.write_timeout_ms} ms; it may still be applied"))
 
@@ -963,29 +984,29 @@ class LeaderCore:
             return self.keyspace.digest(self._now_ms).encode()
         raise AssertionError(f"{name!r} is handled by the server, not the core")
 
-    def _wait_position(self, request_id: int, args: tuple[bytes, ...],
-                       replicas: int | None) -> None:
-        """``CHORUS.WAITREPLICAS n timeout epoch index`` (``replicas`` None: parse n) or
+    def _wait_position(self, request_id: int, args: tuple[bytes, ...], counting: bool) -> None:
+        """``CHORUS.WAITREPLICAS n timeout epoch index`` (``counting``) or
         ``CHORUS.WAITPOS epoch index timeout``."""
         try:
             numbers = [int(arg) for arg in args]
         except ValueError:
             self._reply_now(request_id, Error("ERR value is not an integer or out of range"))
             return
-        if replicas is None:
+        replicas: int | None = None
+        if counting:
             replicas, timeout_ms, epoch, index = numbers
             if (epoch, index) == (-1, -1):        # the server's "the log's end now"
                 epoch, index = self.log.last.epoch, self.log.last.index
         else:
             epoch, index, timeout_ms = numbers
-        if timeout_ms < 0 or replicas < 0 or epoch < 0 or index < 0:
+        if timeout_ms < 0 or (replicas or 0) < 0 or epoch < 0 or index < 0:
             self._reply_now(request_id, Error("ERR timeout is negative" if timeout_ms < 0
                                               else "ERR a negative position or count"))
             return
         if len(self._position_waits) >= waiters_max:
             self._reply_now(request_id, Error(f"ERR more than {waiters_max} waits outstanding"))
             return
-        deadline = NO_DEADLINE if timeout_ms == 0 and replicas else self._now_ms + timeout_ms
+        deadline = NO_DEADLINE if timeout_ms == 0 and counting else self._now_ms + timeout_ms
         wait = PositionWait(request_id, Position(epoch, index), replicas, deadline)
         if not self._finish_wait(wait, timed_out=False):
             self._position_waits.append(wait)
@@ -997,7 +1018,7 @@ class LeaderCore:
 
     def _finish_wait(self, wait: PositionWait, timed_out: bool) -> bool:
         """Answer ``wait`` if its condition holds or its time is up; True when answered."""
-        if wait.replicas:
+        if wait.replicas is not None:
             count = self._replicas_holding(wait.position)
             if count >= wait.replicas or timed_out:
                 self._reply_now(wait.request_id, count)
@@ -1063,8 +1084,9 @@ class LeaderCore:
                     deadlines.append(f.snapshot_progress_ms + snapshot_resend_ms)
                 elif f.next_index - 1 > f.match.index:
                     deadlines.append(f.last_progress_ms + self.settings.append_resend_ms)
-        elif self._forwards:
-            deadlines.append(min(deadline for _, deadline in self._forwards.values()))
+        else:
+            deadlines.extend(deadline for _, deadline, _ in self._forwards.values()
+                             if deadline != NO_DEADLINE)
         deadlines.extend(w.deadline_ms for w in self._position_waits
                          if w.deadline_ms != NO_DEADLINE)
         return max(now, min(deadlines))

@@ -2,12 +2,13 @@
 
 Every message names its ``source`` and ``target`` member and the sender's ``epoch`` (the leader
 term; 1 until elections exist). A receiver that sees a higher epoch than its own adopts it; a
-message from a lower epoch is answered with the receiver's epoch and otherwise ignored, so a
-deposed leader learns at once that it was deposed. Positions are ``(epoch, index)`` throughout.
+message from a lower epoch is ignored (once elections exist, it will be answered with the
+receiver's epoch, so a deposed leader learns at once that it was deposed). Positions are ``(epoch, index)`` throughout.
 
-Messages may be lost, duplicated, delayed and reordered; every handler is idempotent and every
-sender retries on its own timer, so the protocol needs nothing from the transport but integrity
-(the frame layer) and authentication (the handshake).
+Messages may be lost, duplicated, delayed and reordered; every handler is idempotent and the
+leader resends entries and chunks on its own timers, so the protocol needs nothing from the
+transport but integrity (the frame layer) and authentication (the handshake). A ``Forward`` is
+not resent: if it or its reply is lost, the follower answers its client ``-INDOUBT``.
 
 =================  ===================  ==========================================================
 message            sender -> receiver   sent when, and what is durable before it leaves
