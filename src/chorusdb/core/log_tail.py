@@ -21,7 +21,6 @@ reason says which limit pushed it out.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 from chorusdb.core.model import (
@@ -75,9 +74,11 @@ class LogTail:
 
     def __init__(self, base: Position, entries: tuple[LogEntry, ...], now_ms: int) -> None:
         self.base = base
-        self._entries: deque[LogEntry] = deque()
-        self._appended_ms: deque[int] = deque()
-        self._sizes: deque[int] = deque()
+        # Lists, not deques: a follower catching up reads batches from the middle, which a
+        # list indexes in O(1); a trim drops a prefix once per retention check.
+        self._entries: list[LogEntry] = []
+        self._appended_ms: list[int] = []
+        self._sizes: list[int] = []
         self._bytes = 0
         for entry in entries:
             self.append(entry, now_ms)
@@ -150,10 +151,12 @@ class LogTail:
     def trim_before(self, index: int) -> None:
         """Drop the entries below ``index``; ``base`` becomes the entry just before it."""
         assert self.first_index <= index <= self.last.index + 1, (index, self.base, self.last)
-        while self.first_index < index:
-            self.base = self._entries.popleft().position
-            self._appended_ms.popleft()
-            self._bytes -= self._sizes.popleft()
+        count = index - self.first_index
+        if count <= 0:
+            return
+        self.base = self._entries[count - 1].position
+        self._bytes -= sum(self._sizes[:count])
+        del self._entries[:count], self._appended_ms[:count], self._sizes[:count]
 
     # --- retention -------------------------------------------------------------------------------
 
