@@ -42,13 +42,15 @@ class Cluster:
         self.cut: set[tuple[str, str]] = set()
         self.in_flight: list[object] = []
         self.sent: list[object] = []
+        self.starts = 0
         for member in members:
             self.start(member)
 
     def start(self, member: str, bugs: frozenset[str] = frozenset()) -> None:
         config = CoreConfig(member, self.members, bugs=bugs, settings=self.settings)
+        self.starts += 1                # each process draws its own numbers
         self.cores[member] = LeaderCore(config, self.stores[member].recover(),
-                                        random.Random(member), self.now)
+                                        random.Random(f"{member}/{self.starts}"), self.now)
 
     def propose(self, member: str, request_id: int, *parts: str) -> None:
         self.cores[member].propose(command(*parts), request_id, self.now)
@@ -314,3 +316,25 @@ def test_a_wait_sent_to_a_follower_keeps_its_own_timeout():
     assert 1 not in cluster.replies            # past the write timeout, within WAIT's own
     cluster.advance_time(5000)
     assert cluster.replies[1] == 0             # the leader never answered
+
+
+def test_an_answer_from_a_follower_process_that_ended_is_ignored():
+    cluster = ready_cluster(write_quorum=3)
+    cluster.propose("n1", 1, "SET", "k", "v")
+    cluster.run()
+    assert cluster.replies[1] == OK
+    old_answer = [m for m in cluster.sent if type(m) is AppendReply and m.source == "n3"][-1]
+    assert old_answer.durable == Position(1, 1)
+    cluster.stores["n3"] = MemoryStore()        # its data directory is lost; it starts empty
+    cluster.start("n3")
+    cluster.settle()
+    leader = cluster.cores["n1"]
+    progress = leader.followers["n3"]
+    assert progress.incarnation == cluster.cores["n3"]._incarnation
+    leader.step(old_answer, cluster.now)        # delayed, from the process that held 1:1
+    assert progress.incarnation > old_answer.incarnation
+    cluster.cut = {("n1", "n3")}                # n3 cannot get the entry back
+    cluster.propose("n1", 2, "SET", "k", "w")
+    cluster.run()
+    cluster.advance_time(cluster.settings.heartbeat_interval_ms)
+    assert 2 not in cluster.replies             # two copies of 1:2, not three

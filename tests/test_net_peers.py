@@ -163,7 +163,8 @@ def test_every_message_round_trips_through_a_frame() -> None:
     command = ClientCommand(b"RPUSH", (b"k", b"\x00\xff"))
     messages = [
         append("n1", "n2", 5),
-        AppendReply("n2", "n1", 3, Position(3, 7), Position(3, 6), accepted=False),
+        AppendReply("n2", "n1", 3, Position(3, 7), Position(3, 6), accepted=False,
+                    incarnation=2**62 - 1),
         chunk("n1", "n2", 4, 100),
         Forward("n2", "n1", 1, 77, 8, command),
         ForwardReply("n1", "n2", 1, 77, 8, [Simple("OK"), Error("ERR no"), [b"a", None, 3]],

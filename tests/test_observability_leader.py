@@ -92,7 +92,8 @@ def n3_reseeding() -> Cluster:
     later = T0 + 1500           # past the retention check and the resend timer
     cluster.tick(later, frozenset({"n3"}))
     cluster.settle(later, frozenset({"n3"}))
-    cluster.cores["n1"].step(AppendReply("n3", "n1", 1, ZERO_POSITION, ZERO_POSITION, False),
+    cluster.cores["n1"].step(AppendReply("n3", "n1", 1, ZERO_POSITION, ZERO_POSITION, False,
+                                         cluster.cores["n3"]._incarnation),
                              later + 100)
     cluster.tick(later + 100)
     cluster.settle(later + 100, muted=frozenset({"n3"}))

@@ -123,6 +123,7 @@ waiters_max = 100_000                   # WAIT / CHORUS.WAITPOS calls outstandin
 retention_check_interval_ms = 1000      # how often the retention policy runs
 record_overhead_bytes = 48              # the fixed part of a record's size estimate
 META_EPOCH = "epoch"
+META_INCARNATION = "incarnation"
 META_APPLIED_EPOCH = "applied_epoch"
 META_APPLIED_INDEX = "applied_index"
 META_BASE_EPOCH = "log_base_epoch"
@@ -244,8 +245,9 @@ class FollowerProgress:
     snapshot_next_chunk: int = -1            # -1: no snapshot streaming to it
     snapshot_sent_chunk: int = 0
     snapshot_progress_ms: int = 0
-    reseeds: int = 0
+    reseeds: int = 0                         # snapshots it installed
     reseed_reason: str = ""
+    incarnation: int = -1                    # of the follower process that answers now
 
 
 @dataclass(slots=True)
@@ -350,7 +352,10 @@ class LeaderCore:
         self._reply_to_leader = False
         self._accepted = True
         self._incoming: IncomingSnapshot | None = None
-        self._forward_incarnation = rng.getrandbits(62)
+        # This process, in AppendReply and Forward: above every earlier one of this node (its
+        # start time, or one more than the last one stored, whichever is higher).
+        self._incarnation = max(now_ms, int(meta.get(META_INCARNATION, 0)) + 1)
+        self._writes.append(PutMeta(META_INCARNATION, self._incarnation))
         self._forward_sequence = 0
         # (incarnation, sequence) -> (request id, deadline or NO_DEADLINE, is a WAIT)
         self._forwards: dict[tuple[int, int], tuple[int, int, bool]] = {}
@@ -480,7 +485,8 @@ class LeaderCore:
         elif self._reply_to_leader:
             self._reply_to_leader = False
             self._messages.append(AppendReply(self.node_id, self.leader_id, self.epoch,
-                                              self.log.last, self.applied, self._accepted))
+                                              self.log.last, self.applied, self._accepted,
+                                              self._incarnation))
             self._accepted = True
         return self._finish(ready, now)
 
@@ -696,6 +702,8 @@ class LeaderCore:
         f = self.followers.get(reply.source)
         if not self.is_leader or f is None or reply.epoch < self.epoch:
             return
+        if reply.incarnation != f.incarnation and not self._new_incarnation(f, reply):
+            return
         now = self._now_ms
         f.last_reply_ms = now
         f.applied = max(f.applied, reply.applied)
@@ -720,6 +728,20 @@ class LeaderCore:
             f.last_progress_ms = now
         self._advance_commit()
         self._check_waits_now()
+
+    def _new_incarnation(self, f: FollowerProgress, reply: AppendReply) -> bool:
+        """The follower's process changed: trust only what the new one says it holds (it may
+        have lost anything, its data directory included). False for a delayed answer from an
+        earlier process while the current one answers; a lower incarnation is taken only from
+        a follower silent for ``follower_disconnected_ms`` (its clock went back across a
+        restart that also lost the stored incarnation)."""
+        if reply.incarnation < f.incarnation and self._answering(f, self._now_ms):
+            return False
+        f.incarnation = reply.incarnation
+        f.match = min(f.match, reply.durable)
+        f.applied = reply.applied
+        f.next_index = reply.durable.index + 1
+        return True
 
     def _resend_stalled(self) -> None:
         now = self._now_ms
@@ -830,10 +852,10 @@ class LeaderCore:
         if is_wait:                 # WAIT's own timeout, and the leader's answer on top
             timeout_ms = int(command.args[1]) if command.args[1].isdigit() else 0
             deadline = NO_DEADLINE if timeout_ms == 0 else deadline + timeout_ms
-        self._forwards[(self._forward_incarnation, sequence)] = (request_id, deadline, is_wait)
+        self._forwards[(self._incarnation, sequence)] = (request_id, deadline, is_wait)
         self.counters["forwarded_writes"] += 1
         self._messages.append(Forward(self.node_id, self.leader_id, self.epoch,
-                                      self._forward_incarnation, sequence, command))
+                                      self._incarnation, sequence, command))
 
     def _on_forward_reply(self, reply: ForwardReply) -> None:
         pending = self._forwards.pop((reply.incarnation, reply.sequence), None)

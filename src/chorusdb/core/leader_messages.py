@@ -57,7 +57,12 @@ class Append:
 
 @dataclass(frozen=True, slots=True)
 class AppendReply:
-    """The follower's durable log end, and whether the ``Append`` it answers fitted."""
+    """The follower's durable log end, and whether the ``Append`` it answers fitted.
+
+    ``incarnation`` is drawn at random each time the follower's process starts: an answer from
+    an earlier process (delayed or duplicated) must not restore what the follower may have lost
+    since, such as its whole data directory.
+    """
 
     source: str
     target: str
@@ -65,6 +70,7 @@ class AppendReply:
     durable: Position
     applied: Position
     accepted: bool
+    incarnation: int
 
 
 @dataclass(frozen=True, slots=True)
