@@ -22,20 +22,19 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
 
-from chorusdb.server.process import stop_process, wait_until_ready
+from chorusdb.server.process import free_ports, stop_process, wait_until_ready
 
 node_ready_timeout_s = 30.0       # from exec to the ready line, on a loaded machine
 node_stop_timeout_s = 15.0        # SIGTERM to exit before SIGKILL
@@ -53,16 +52,6 @@ _clusters = itertools.count()
 def cluster_subnet() -> str:
     """``127.a.b``: ``a`` from this process, ``b`` a new number for each cluster."""
     return f"127.{os.getpid() % 250 + 1}.{next(_clusters) % 256}"
-
-
-def free_ports(host: str, count: int) -> list[int]:
-    """``count`` different ports free on ``host`` now (all held until every one is chosen, so
-    the kernel cannot hand out one of them twice)."""
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in sockets:
-            s.bind((host, 0))
-        return [s.getsockname()[1] for s in sockets]
 
 
 def wait_for(condition: Callable[[], object], timeout_s: float, what: str,
@@ -153,7 +142,7 @@ class LeaderCluster:
         self.nodes: dict[str, ClusterNode] = {}
         for i in range(1, CLUSTER_SIZE + 1):
             host = f"{subnet}.{i}"
-            client_port, peer_port = free_ports(host, 2)
+            client_port, peer_port = free_ports(2, host)
             self.nodes[f"n{i}"] = ClusterNode(f"n{i}", host, client_port, peer_port,
                                               directory / f"n{i}")
         directory.mkdir(parents=True)

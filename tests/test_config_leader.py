@@ -14,6 +14,7 @@ import pytest
 
 from chorusdb.cli import up
 from chorusdb.core.leader import LeaderSettings
+from chorusdb.server.process import free_ports
 from chorusdb.server.config import (
     LEADER_KEYS,
     ConfigError,
@@ -227,7 +228,7 @@ def test_up_writes_three_configs_that_agree(tmp_path):
 
 
 def test_up_with_a_base_port_uses_consecutive_ports(tmp_path):
-    base = up.free_ports(1)[0]
+    base = free_ports(1)[0]
     if not all(up.port_is_free(base + offset + i) for offset in (0, 100, 200) for i in (0, 1)):
         pytest.skip(f"ports near {base} are taken")
     configs = [load_config(p) for p in up.write_configs(tmp_path, 2, "leader", base, "fsync")]

@@ -30,11 +30,9 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +40,7 @@ import redis
 
 import chorusdb
 from chorusdb import __version__
-from chorusdb.server.process import parse_ready_line, stop_process
+from chorusdb.server.process import free_ports, parse_ready_line, stop_process
 
 redis_ready_timeout_s = 10.0
 node_ready_timeout_s = 30.0
@@ -106,15 +104,6 @@ class ReplicatedServers:
 
 def free_port(host: str = HOST) -> int:
     return free_ports(1, host)[0]
-
-
-def free_ports(count: int, host: str = HOST) -> list[int]:
-    """``count`` distinct ports free now (all held open until all are chosen)."""
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in sockets:
-            s.bind((host, 0))
-        return [s.getsockname()[1] for s in sockets]
 
 
 def tool_version(executable: str) -> str:

@@ -31,7 +31,6 @@ import subprocess
 import sys
 import time
 import urllib.error
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +47,7 @@ from chorusdb.server.config import (
     NodeConfig,
     load_config,
 )
-from chorusdb.server.process import stop_process, wait_until_ready
+from chorusdb.server.process import free_ports, stop_process, wait_until_ready
 
 EXIT_USAGE = 2
 node_ready_timeout_s = 30.0
@@ -96,15 +95,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"+{ADMIN_PORT_OFFSET} (0: any free ports)")
     p.add_argument("--durability", default="fsync", choices=("fsync", "os"))
     p.set_defaults(func=run)
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports the system has free now (all held open until all are chosen)."""
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in sockets:
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in sockets]
 
 
 def port_is_free(port: int) -> bool:

@@ -4,15 +4,29 @@ Once a node listens it prints one line to stdout, which ``chorusdb up``, the ben
 tests read to learn the ports it bound (a configured port of 0 means "any free port"):
 
     chorusdb ready node=n1 client=127.0.0.1:7001 admin=127.0.0.1:7201
+
+Whoever writes configs for several nodes picks their ports with ``free_ports``.
 """
 
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import time
+from contextlib import ExitStack
 
 READY_PREFIX = "chorusdb ready"
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` different ports free on ``host`` now: every socket is held until all are
+    bound, so the kernel cannot hand out one port twice."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in sockets]
 
 
 def ready_line(node_id: str, client: str, admin: str) -> str:
