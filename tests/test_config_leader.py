@@ -25,13 +25,16 @@ from chorusdb.server.config import (
 SECRET = b"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA=="
 
 
-def leader_doc(members: int = 3, leader: dict | None = None, **cluster) -> dict:
-    """A leader-mode document for node n1 of ``members`` members; ``leader`` None: no section."""
+def leader_doc(members: int = 3, leader: dict | None = None,
+               member_keys: dict[str, dict] | None = None, **cluster) -> dict:
+    """A leader-mode document for node n1 of ``members`` members; ``leader`` None: no section;
+    ``member_keys`` adds keys to the tables of the members it names."""
     doc = {
         "node": {"id": "n1", "data_dir": "d"},
         "listen": {"client": "127.0.0.1:7001", "admin": "127.0.0.1:7201"},
         "cluster": {"id": "c", "mode": "leader", "members": [
-            {"id": f"n{i}", "peer": f"127.0.0.1:{7100 + i}", "client": f"127.0.0.1:{7000 + i}"}
+            {"id": f"n{i}", "peer": f"127.0.0.1:{7100 + i}", "client": f"127.0.0.1:{7000 + i}",
+             **(member_keys or {}).get(f"n{i}", {})}
             for i in range(1, members + 1)], **cluster},
     }
     if leader is not None:
@@ -47,25 +50,33 @@ def error_for(doc: dict, base_dir: Path = Path(".")) -> ConfigError:
 
 
 def test_every_leader_setting_is_a_config_key():
-    settable = {f.name for f in dataclasses.fields(LeaderSettings)} - {"client_addresses"}
-    assert settable == set(LEADER_KEYS) - {"election_quorum"}
+    from_members = {"client_addresses", "non_candidates", "priorities"}
+    settable = {f.name for f in dataclasses.fields(LeaderSettings)} - from_members
+    assert settable == set(LEADER_KEYS)
 
 
 def test_a_full_leader_section_parses_to_its_settings():
     config = parse_config(leader_doc(leader={
         "write_quorum": 3, "election_quorum": 1, "initial_leader": "n2",
         "follower_writes": "redirect", "write_timeout_ms": 900, "heartbeat_interval_ms": 50,
-        "append_resend_ms": 300, "quorum_contact_ms": 700, "follower_disconnected_ms": 600,
-        "log_retention_entries": 10, "log_retention_bytes": 2048, "log_retention_age_ms": 5000,
-        "log_hold_entries_max": 10}), Path("."))
+        "election_timeout_min_ms": 101, "election_timeout_max_ms": 102,
+        "switchover_timeout_ms": 51, "append_resend_ms": 300, "quorum_contact_ms": 700,
+        "follower_disconnected_ms": 600, "log_retention_entries": 10,
+        "log_retention_bytes": 2048, "log_retention_age_ms": 5000, "log_hold_entries_max": 10},
+        member_keys={"n1": {"candidate": False}, "n2": {"candidate": True, "priority": 5},
+                     "n3": {"priority": 0}}), Path("."))
     assert config.leader == LeaderSettings(
-        write_quorum=3, initial_leader="n2", follower_writes="redirect",
+        write_quorum=3, election_quorum=1, initial_leader="n2", follower_writes="redirect",
         client_addresses=(("n1", "127.0.0.1:7001"), ("n2", "127.0.0.1:7002"),
                           ("n3", "127.0.0.1:7003")),
-        write_timeout_ms=900, heartbeat_interval_ms=50, append_resend_ms=300,
+        non_candidates=("n1",), priorities=(("n2", 5),),
+        write_timeout_ms=900, heartbeat_interval_ms=50, election_timeout_min_ms=101,
+        election_timeout_max_ms=102, switchover_timeout_ms=51, append_resend_ms=300,
         quorum_contact_ms=700, follower_disconnected_ms=600, log_retention_entries=10,
         log_retention_bytes=2048, log_retention_age_ms=5000, log_hold_entries_max=10)
     assert config.election_quorum == 1 and config.write_quorum == 3
+    assert [(m.id, m.candidate, m.priority) for m in config.members] == \
+        [("n1", False, 0), ("n2", True, 5), ("n3", True, 0)]
     assert config.leader.quorum(3) == 3 and config.leader.leader(config.member_ids) == "n2"
 
 
@@ -74,10 +85,17 @@ def test_leader_mode_defaults_to_majorities_and_the_first_member(members, majori
     for leader in (None, {}, {"write_quorum": "majority", "election_quorum": "majority"}):
         config = parse_config(leader_doc(members, leader), Path("."))
         assert config.leader.quorum(members) == config.write_quorum == majority
-        assert config.election_quorum == majority
+        assert config.election_quorum == config.leader.votes_needed(members) == majority
+        assert config.leader.election_quorum == majority
         assert config.leader.initial_leader == "n1"
+        assert config.leader.non_candidates == config.leader.priorities == ()
+        assert all(m.candidate and m.priority == 0 for m in config.members)
         defaults = LeaderSettings()
         assert config.leader.heartbeat_interval_ms == defaults.heartbeat_interval_ms
+        assert (config.leader.election_timeout_min_ms, config.leader.election_timeout_max_ms,
+                config.leader.switchover_timeout_ms) == \
+            (defaults.election_timeout_min_ms, defaults.election_timeout_max_ms,
+             defaults.switchover_timeout_ms)
         assert config.leader.retention() == defaults.retention()
         assert dict(config.leader.client_addresses)[f"n{members}"] == f"127.0.0.1:{7000 + members}"
 
@@ -110,10 +128,79 @@ def test_leader_mode_defaults_to_majorities_and_the_first_member(members, majori
     ({"heartbeat_interval_ms": 500, "quorum_contact_ms": 600, "follower_disconnected_ms": 600,
       "write_timeout_ms": 500}, "leader.write_timeout_ms"),
     ({"log_retention_entries": 2_000_000}, "leader.log_hold_entries_max"),
+    ({"election_timeout_min_ms": 0}, "leader.election_timeout_min_ms"),
+    ({"election_timeout_min_ms": "500"}, "leader.election_timeout_min_ms"),
+    ({"election_timeout_min_ms": 200}, "leader.election_timeout_min_ms"),   # 2 x heartbeat
+    ({"heartbeat_interval_ms": 300}, "leader.election_timeout_min_ms"),
+    ({"election_timeout_max_ms": 500}, "leader.election_timeout_max_ms"),   # = min
+    ({"election_timeout_min_ms": 1200}, "leader.election_timeout_max_ms"),
+    ({"election_timeout_max_ms": 2.5}, "leader.election_timeout_max_ms"),
+    ({"switchover_timeout_ms": 0}, "leader.switchover_timeout_ms"),
+    ({"switchover_timeout_ms": True}, "leader.switchover_timeout_ms"),
+    ({"switchover_timeout_ms": 100}, "leader.switchover_timeout_ms"),       # = heartbeat
+    ({"election_quorum": True}, "leader.election_quorum"),
+    ({"non_candidates": ["n2"]}, "leader.non_candidates"),
+    ({"priorities": {"n2": 1}}, "leader.priorities"),
 ])
 def test_a_bad_leader_value_names_its_field(leader, field):
     error = error_for(leader_doc(leader=leader))
     assert error.field == field and str(error).startswith(f"{field}: ")
+
+
+def test_the_election_timeouts_must_leave_two_heartbeats_and_a_range():
+    config = parse_config(leader_doc(leader={"heartbeat_interval_ms": 10,
+                                             "election_timeout_min_ms": 21,
+                                             "election_timeout_max_ms": 22,
+                                             "switchover_timeout_ms": 11}), Path("."))
+    assert (config.leader.election_timeout_min_ms, config.leader.election_timeout_max_ms) == \
+        (21, 22)
+    assert "more than 2 x leader.heartbeat_interval_ms (20), got 20" in str(
+        error_for(leader_doc(leader={"heartbeat_interval_ms": 10, "election_timeout_min_ms": 20})))
+    assert "more than leader.election_timeout_min_ms (700), got 700" in str(
+        error_for(leader_doc(leader={"election_timeout_min_ms": 700,
+                                     "election_timeout_max_ms": 700})))
+
+
+@pytest.mark.parametrize("member_keys, field", [
+    ({"n2": {"candidate": "no"}}, "cluster.members[1].candidate"),
+    ({"n2": {"candidate": 0}}, "cluster.members[1].candidate"),
+    ({"n3": {"priority": -1}}, "cluster.members[2].priority"),
+    ({"n3": {"priority": 1.5}}, "cluster.members[2].priority"),
+    ({"n3": {"priority": "high"}}, "cluster.members[2].priority"),
+    ({"n3": {"priority": False}}, "cluster.members[2].priority"),
+    ({"n2": {"candidates": False}}, "cluster.members[1].candidates"),
+    ({"n1": {"admin": "127.0.0.1:7201"}}, "cluster.members[0].admin"),
+    ({m: {"candidate": False} for m in ("n1", "n2", "n3")}, "cluster.members"),
+])
+def test_a_bad_member_value_names_its_field(member_keys, field):
+    error = error_for(leader_doc(member_keys=member_keys))
+    assert error.field == field and str(error).startswith(f"{field}: ")
+
+
+def test_the_initial_leader_is_a_candidate():
+    not_n1 = {"n1": {"candidate": False}}
+    assert parse_config(leader_doc(member_keys=not_n1), Path(".")).leader.initial_leader == "n2"
+    error = error_for(leader_doc(leader={"initial_leader": "n1"}, member_keys=not_n1))
+    assert error.field == "leader.initial_leader" and "a candidate member id (n2, n3)" in str(error)
+    config = parse_config(leader_doc(leader={"initial_leader": "n3"}, member_keys=not_n1),
+                          Path("."))
+    assert config.leader.initial_leader == "n3" and config.leader.non_candidates == ("n1",)
+
+
+def test_members_may_vote_without_being_candidates():
+    only_n3 = {"n1": {"candidate": False}, "n2": {"candidate": False}}
+    config = parse_config(leader_doc(leader={"election_quorum": 3}, member_keys=only_n3),
+                          Path("."))
+    assert config.leader.non_candidates == ("n1", "n2") and config.election_quorum == 3
+
+
+@pytest.mark.parametrize("key, value", [("candidate", True), ("priority", 1)])
+def test_candidate_and_priority_need_leader_mode(key, value):
+    doc = leader_doc(1, member_keys={"n1": {key: value}})
+    doc["cluster"]["mode"] = "standalone"
+    error = error_for(doc)
+    assert error.field == f"cluster.members[0].{key}"
+    assert 'only with cluster.mode = "leader"' in str(error)
 
 
 def test_leader_settings_need_leader_mode():
@@ -138,6 +225,17 @@ def test_whether_acknowledged_writes_may_be_lost_follows_w_plus_q():
         return parse_config(doc, Path(".")).may_lose_acknowledged_writes
     assert may_lose(1, 2) and may_lose(2, 1) and not may_lose(2, 2) and not may_lose(1, 3)
     assert may_lose(3, 3, durability="os")
+    assert may_lose("majority", 1) and not may_lose("majority", "majority")
+
+
+def test_a_standalone_node_may_lose_writes_only_with_os_durability():
+    for durability, lossy in (("fsync", False), ("os", True)):
+        doc = leader_doc(1)
+        doc["cluster"]["mode"] = "standalone"
+        doc["storage"] = {"durability": durability}
+        config = parse_config(doc, Path("."))
+        assert config.may_lose_acknowledged_writes is lossy
+        assert (config.write_quorum, config.election_quorum) == (1, 1)
 
 
 # --- the cluster secret ----------------------------------------------------------------------

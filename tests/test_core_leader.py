@@ -80,10 +80,15 @@ class Cluster:
         raise AssertionError("the cluster did not go quiet")
 
     def advance_time(self, ms: int) -> None:
-        self.now += ms
-        for core in self.cores.values():
-            core.tick(self.now)
-        self.run()
+        """Let ``ms`` pass in heartbeat-sized steps (a leader whose followers answer each
+        heartbeat keeps leading; one jump longer than an election timeout would not)."""
+        step_ms = self.settings.heartbeat_interval_ms
+        while ms > 0:
+            self.now += min(ms, step_ms)
+            ms -= step_ms
+            for core in self.cores.values():
+                core.tick(self.now)
+            self.run()
 
     def settle(self) -> None:
         """Let heartbeats carry the commit position everywhere."""
@@ -107,9 +112,9 @@ def test_a_write_is_acknowledged_once_w_members_hold_it():
     cluster.cut = set()
     cluster.advance_time(cluster.settings.append_resend_ms)
     assert cluster.replies[1] == OK
-    assert cluster.positions[1] == Position(1, 1)
+    assert cluster.positions[1] == Position(1, 2)      # after the leader's EpochStart at 1:1
     for member in MEMBERS:
-        assert cluster.stores[member].recover().last_position == Position(1, 1)
+        assert cluster.stores[member].recover().last_position == Position(1, 2)
 
 
 def test_semi_sync_moves_to_whichever_follower_answers():
@@ -152,17 +157,20 @@ def test_a_leader_read_waits_for_the_commit_of_what_it_saw():
 
 
 def test_unconfirmed_write_is_indoubt_and_a_write_without_quorum_contact_is_refused():
-    cluster = ready_cluster(write_quorum=2, write_timeout_ms=500, quorum_contact_ms=1000)
-    cluster.cut = {("n1", "n2"), ("n1", "n3")}
+    # W = 3 > N - Q + 1 = 2: with n3 cut off the leader still leads (n2 answers), but it
+    # cannot gather W copies.
+    cluster = ready_cluster(write_quorum=3, write_timeout_ms=500, quorum_contact_ms=1000)
+    cluster.cut = {("n1", "n3"), ("n3", "n1")}
     cluster.propose("n1", 1, "INCR", "counter")
     cluster.run()
     cluster.advance_time(500)
     assert isinstance(cluster.replies[1], Error)
     assert cluster.replies[1].error_class == "INDOUBT"
-    cluster.advance_time(1000)                 # no follower answered for longer than 1 s
+    cluster.advance_time(1000)                 # n3 did not answer for longer than 1 s
     cluster.propose("n1", 2, "SET", "k", "v")
     cluster.run()
     assert cluster.replies[2].error_class == "NOQUORUM"
+    assert cluster.cores["n1"].role == "leader"
 
 
 def test_follower_writes_are_forwarded_or_redirected():
@@ -170,7 +178,7 @@ def test_follower_writes_are_forwarded_or_redirected():
     cluster.propose("n2", 1, "RPUSH", "list", "a")
     cluster.run()
     assert cluster.replies[1] == 1
-    assert cluster.positions[1] == Position(1, 1)
+    assert cluster.positions[1] == Position(1, 2)
     redirect = ready_cluster(follower_writes="redirect",
                              client_addresses=(("n1", "127.0.0.1:7001"),))
     redirect.propose("n3", 1, "SET", "k", "v")
@@ -188,7 +196,7 @@ def test_a_duplicated_forward_is_applied_once():
         cluster.cores["n1"].step(forward, cluster.now)
     cluster.run()
     cluster.propose("n1", 2, "LRANGE", "list", "0", "-1")
-    cluster.run()
+    cluster.advance_time(1)                     # a leader read waits for a confirming round
     assert cluster.replies[2] == [b"a"]
 
 
@@ -197,12 +205,12 @@ def test_wait_counts_followers_holding_the_position_and_waitpos_waits_for_it():
     cluster.cut = {("n1", "n3")}
     cluster.propose("n1", 1, "SET", "k", "v")
     cluster.run()
-    cluster.propose("n1", 2, "CHORUS.WAITREPLICAS", "2", "100", "1", "1")
+    cluster.propose("n1", 2, "CHORUS.WAITREPLICAS", "2", "100", "1", "2")
     cluster.run()
     assert 2 not in cluster.replies
     cluster.advance_time(100)
     assert cluster.replies[2] == 1
-    cluster.propose("n3", 3, "CHORUS.WAITPOS", "1", "1", "1000")
+    cluster.propose("n3", 3, "CHORUS.WAITPOS", "1", "2", "1000")
     cluster.run()
     assert 3 not in cluster.replies
     cluster.cut = set()
@@ -223,9 +231,9 @@ def test_a_gap_is_refused_and_resent_in_order():
     cluster.cut = set()
     cluster.run()                               # n2 sees entry 2 first: a gap, refused
     refusals = [m for m in cluster.sent if type(m) is AppendReply and not m.accepted]
-    assert [(m.source, m.durable) for m in refusals] == [("n2", Position(0, 0))]
+    assert [(m.source, m.hint) for m in refusals] == [("n2", Position(1, 1))]
     cluster.settle()
-    assert cluster.cores["n2"].applied == Position(1, 2)
+    assert cluster.cores["n2"].applied == Position(1, 3)
     cluster.propose("n2", 3, "LRANGE", "l", "0", "-1")
     cluster.run()
     assert cluster.replies[3] == [b"a", b"b"]
@@ -281,12 +289,15 @@ def test_a_corrupt_snapshot_chunk_is_refused_and_sent_again():
     assert cluster.cores["n3"].counters["snapshots_installed"] == 1
 
 
-def test_messages_from_an_older_epoch_are_ignored():
+def test_an_append_from_an_older_epoch_is_refused_and_told_the_epoch():
     cluster = ready_cluster()
     follower = cluster.cores["n2"]
-    stale = Append("n1", "n2", 0, Position(1, 0), (), Position(1, 5))
+    stale = Append("n3", "n2", 0, Position(0, 0), (), Position(1, 5), Position(1, 5),
+                   cluster.now)
     follower.step(stale, cluster.now)
     assert follower.commit < Position(1, 5)
+    answer, = follower.ready().messages
+    assert (answer.target, answer.epoch, answer.accepted) == ("n3", 1, False)
 
 
 def test_a_follower_bounds_the_writes_it_has_forwarded(monkeypatch):
@@ -324,7 +335,7 @@ def test_an_answer_from_a_follower_process_that_ended_is_ignored():
     cluster.run()
     assert cluster.replies[1] == OK
     old_answer = [m for m in cluster.sent if type(m) is AppendReply and m.source == "n3"][-1]
-    assert old_answer.durable == Position(1, 1)
+    assert old_answer.durable == Position(1, 2)
     cluster.stores["n3"] = MemoryStore()        # its data directory is lost; it starts empty
     cluster.start("n3")
     cluster.settle()
@@ -337,4 +348,4 @@ def test_an_answer_from_a_follower_process_that_ended_is_ignored():
     cluster.propose("n1", 2, "SET", "k", "w")
     cluster.run()
     cluster.advance_time(cluster.settings.heartbeat_interval_ms)
-    assert 2 not in cluster.replies             # two copies of 1:2, not three
+    assert 2 not in cluster.replies             # two copies of 1:3, not three

@@ -26,11 +26,16 @@ from chorusdb.core.leader_messages import (
     AppendReply,
     Forward,
     ForwardReply,
+    SnapshotAck,
     SnapshotChunk,
+    TimeoutNow,
+    VoteReply,
+    VoteRequest,
 )
 from chorusdb.core.model import (
     NO_EXPIRY,
     DeleteKeys,
+    EpochStart,
     FlushAll,
     Kind,
     LogEntry,
@@ -135,7 +140,8 @@ async def fully_linked(*nodes: Node) -> None:
 def append(source: str, target: str, index: int) -> Append:
     entries = (LogEntry(Position(1, index), SetValue(b"key%d" % index, b"v" * index, NO_EXPIRY)),
                LogEntry(Position(1, index + 1), PushItems(b"list", (b"a", b"b"), left=True)))
-    return Append(source, target, 1, Position(1, index - 1), entries, Position(1, index - 1))
+    return Append(source, target, 1, Position(1, index - 1), entries, Position(1, index - 1),
+                  safe=Position(1, index - 2), sent_ms=1_700_000_000_000 + index)
 
 
 def chunk(source: str, target: str, number: int, size: int) -> SnapshotChunk:
@@ -147,7 +153,7 @@ def chunk(source: str, target: str, number: int, size: int) -> SnapshotChunk:
 
 def test_values_shared_with_storage_keep_storage_tags() -> None:
     shared = (Position, Record, SetValue, PushItems, PopItems, DeleteKeys, SetExpiry, FlushAll,
-              LogEntry)
+              EpochStart, LogEntry)
     storage_tag = {cls: tag for tag, cls in STORAGE_TYPE_TAGS.items()}
     peer_tag = {cls: tag for tag, cls in PEER_TYPE_TAGS.items()}
     for cls in shared:
@@ -163,15 +169,24 @@ def test_every_message_round_trips_through_a_frame() -> None:
     command = ClientCommand(b"RPUSH", (b"k", b"\x00\xff"))
     messages = [
         append("n1", "n2", 5),
+        Append("n1", "n2", 4, Position(3, 7), (LogEntry(Position(4, 8), EpochStart("n1")),),
+               Position(3, 6), safe=Position(3, 7), sent_ms=2**53),
         AppendReply("n2", "n1", 3, Position(3, 7), Position(3, 6), accepted=False,
-                    incarnation=2**62 - 1),
+                    incarnation=2**62 - 1, echo_ms=1_700_000_000_123, hint=Position(2, 4)),
+        VoteRequest("n3", "n1", 5, Position(4, 12), pre=True, transfer=False),
+        VoteRequest("n3", "n2", 5, Position(4, 12), pre=False, transfer=True),
+        VoteReply("n1", "n3", 5, pre=False, granted=True),
+        VoteReply("n2", "n3", 5, pre=True, granted=False),
+        TimeoutNow("n1", "n2", 4),
         chunk("n1", "n2", 4, 100),
+        SnapshotAck("n2", "n1", 1, Position(1, 9), 5),
         Forward("n2", "n1", 1, 77, 8, command),
         ForwardReply("n1", "n2", 1, 77, 8, [Simple("OK"), Error("ERR no"), [b"a", None, 3]],
                      Position(1, 9)),
         Hello(CLUSTER, "n1", limits.peer_protocol_version, b"n" * nonce_bytes, b"p" * 32),
         Record(Kind.LIST, (b"a",), NO_EXPIRY, 3),
     ]
+    assert set(LEADER_MESSAGE_TYPES) <= {type(message) for message in messages}
     for message in messages:
         decoder = FrameDecoder(PEER_CODEC)
         decoder.receive_data(encode_frame(PEER_CODEC, message))

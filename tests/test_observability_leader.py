@@ -25,7 +25,7 @@ from redis._parsers.helpers import parse_info
 from rich.console import Console
 
 from chorusdb.cli.main import build_parser
-from chorusdb.cli.status import admin_addresses, render
+from chorusdb.cli.status import host_port_list, render
 from chorusdb.core.api import ClientCommand, CoreConfig
 from chorusdb.core.leader import LeaderCore, LeaderSettings
 from chorusdb.core.leader_messages import AppendReply
@@ -38,6 +38,7 @@ from chorusdb.server.node import Node
 T0 = 1_700_000_000_000
 MEMBERS = ("n1", "n2", "n3")
 WRITES = 3
+LOG_END = WRITES + 1        # the leader's EpochStart at index 1, then the writes
 settle_rounds_max = 50
 
 
@@ -46,8 +47,15 @@ class Cluster:
 
     def __init__(self, settings: LeaderSettings) -> None:
         recovered = RecoveredState({}, {}, ZERO_POSITION)
+        self.settings = settings
         self.cores = {m: LeaderCore(CoreConfig(m, MEMBERS, settings=settings), recovered,
                                     random.Random(1), T0) for m in MEMBERS}
+        self.now = T0
+        self.cores["n1"].tick(T0)           # the initial leader runs for epoch 1 at once
+
+    def elect(self, cut: frozenset[str] = frozenset()) -> None:
+        self.settle(self.now, cut)
+        assert self.cores["n1"].role == "leader"
 
     def settle(self, now_ms: int, cut: frozenset[str] = frozenset(),
                muted: frozenset[str] = frozenset()) -> None:
@@ -66,21 +74,27 @@ class Cluster:
                         self.cores[message.target].step(message, now_ms)
         raise AssertionError(f"the cluster did not settle in {settle_rounds_max} rounds")
 
-    def tick(self, now_ms: int, cut: frozenset[str] = frozenset()) -> None:
-        for member, core in self.cores.items():
-            if member not in cut:
-                core.tick(now_ms)
+    def tick(self, now_ms: int, cut: frozenset[str] = frozenset(),
+             muted: frozenset[str] = frozenset()) -> None:
+        """Tick every member not in ``cut`` up to ``now_ms`` in heartbeat steps, settling after
+        each (one long jump would look like a leader gone silent)."""
+        while self.now < now_ms:
+            self.now = min(now_ms, self.now + self.settings.heartbeat_interval_ms)
+            for member, core in self.cores.items():
+                if member not in cut:
+                    core.tick(self.now)
+            self.settle(self.now, cut, muted)
 
 
 def writes_with_n3_cut(**settings) -> Cluster:
     """W = 2; n3 never hears from the leader while it commits three SETs with n2."""
     cluster = Cluster(LeaderSettings(write_quorum=2, **settings))
     cut = frozenset({"n3"})
-    cluster.settle(T0, cut)
-    for i in range(WRITES):
+    cluster.elect(cut)
+    for i in range(WRITES):         # one at a time: a small log hold admits one unsafe entry
         cluster.cores["n1"].propose(ClientCommand(b"SET", (f"k{i}".encode(), b"v")), i + 1,
                                     T0 + 10)
-    cluster.settle(T0 + 10, cut)
+        cluster.settle(T0 + 10, cut)
     return cluster
 
 
@@ -93,10 +107,9 @@ def n3_reseeding() -> Cluster:
     cluster.tick(later, frozenset({"n3"}))
     cluster.settle(later, frozenset({"n3"}))
     cluster.cores["n1"].step(AppendReply("n3", "n1", 1, ZERO_POSITION, ZERO_POSITION, False,
-                                         cluster.cores["n3"]._incarnation),
+                                         cluster.cores["n3"]._incarnation, -1, ZERO_POSITION),
                              later + 100)
-    cluster.tick(later + 100)
-    cluster.settle(later + 100, muted=frozenset({"n3"}))
+    cluster.tick(later + 100, muted=frozenset({"n3"}))
     return cluster
 
 
@@ -149,7 +162,7 @@ def info_replication(node: Node) -> dict:
 def test_role_on_the_leader_lists_the_streaming_followers_with_string_fields():
     cluster = writes_with_n3_cut()
     assert command(node_of(cluster.cores["n1"], "n1"), b"ROLE") == [
-        b"master", WRITES, [[b"127.0.0.1", b"7002", str(WRITES).encode()]]]
+        b"master", LOG_END, [[b"127.0.0.1", b"7002", str(LOG_END).encode()]]]
 
 
 def test_role_leaves_out_a_follower_that_is_being_reseeded():
@@ -163,7 +176,7 @@ def test_role_leaves_out_a_follower_that_is_being_reseeded():
 def test_role_on_a_follower_names_the_leader_and_the_state_of_its_link():
     cluster = writes_with_n3_cut(follower_disconnected_ms=3000)     # the default is 1000
     follower = node_of(cluster.cores["n2"], "n2")
-    assert command(follower, b"ROLE") == [b"slave", b"127.0.0.1", 7001, b"connected", WRITES]
+    assert command(follower, b"ROLE") == [b"slave", b"127.0.0.1", 7001, b"connected", LOG_END]
     cluster.cores["n2"].tick(T0 + 10 + 3000)
     assert command(follower, b"ROLE")[3] == b"connected"
     cluster.cores["n2"].tick(T0 + 10 + 3001)
@@ -172,10 +185,10 @@ def test_role_on_a_follower_names_the_leader_and_the_state_of_its_link():
     assert command(node_of(receiving, "n2"), b"ROLE")[3] == b"sync"
 
 
-def test_role_on_a_follower_that_never_heard_its_leader():
+def test_role_on_a_follower_that_knows_no_leader_yet():
     cluster = writes_with_n3_cut()
     assert command(node_of(cluster.cores["n3"], "n3"), b"ROLE") == \
-        [b"slave", b"127.0.0.1", 7001, b"connect", 0]
+        [b"slave", b"?", 0, b"connect", 0]
 
 
 def test_role_on_a_standalone_node_lists_no_replicas():
@@ -191,22 +204,22 @@ def test_info_replication_on_the_leader_parses_with_redis_py():
     assert info["role"] == "master"
     assert info["connected_slaves"] == 1            # n3 never answered: not connected
     assert info["slave0"] == {"ip": "127.0.0.1", "port": 7002, "state": "online",
-                              "offset": WRITES, "lag": 0}
+                              "offset": LOG_END, "lag": 0}
     assert "slave1" not in info
-    assert info["master_repl_offset"] == WRITES
+    assert info["master_repl_offset"] == LOG_END
     assert len(info["master_replid"]) == 40 and int(info["master_replid"], 16) >= 0
     assert {k: info[k] for k in ("chorus_role", "chorus_epoch", "chorus_leader_id",
                                  "chorus_write_quorum", "chorus_commit_index",
                                  "chorus_applied_index", "chorus_log_entries")} == {
         "chorus_role": "leader", "chorus_epoch": 1, "chorus_leader_id": "n1",
-        "chorus_write_quorum": 2, "chorus_commit_index": WRITES,
-        "chorus_applied_index": WRITES, "chorus_log_entries": WRITES}
+        "chorus_write_quorum": 2, "chorus_commit_index": LOG_END,
+        "chorus_applied_index": LOG_END, "chorus_log_entries": LOG_END}
     assert info["chorus_follower0"] == {
-        "id": "n2", "state": "streaming", "durable_index": WRITES, "applied_index": WRITES,
+        "id": "n2", "state": "streaming", "durable_index": LOG_END, "applied_index": LOG_END,
         "lag_entries": 0, "lag_ms": 0, "last_answer_ms_ago": 0, "reseeds": 0}
     assert info["chorus_follower1"]["id"] == "n3"
     assert info["chorus_follower1"]["state"] == "disconnected"
-    assert info["chorus_follower1"]["lag_entries"] == WRITES
+    assert info["chorus_follower1"]["lag_entries"] == LOG_END
     assert info["chorus_follower1"]["last_answer_ms_ago"] == -1
 
 
@@ -231,9 +244,9 @@ def test_info_replication_on_a_follower_parses_with_redis_py():
         "chorus_applied_index", "chorus_follower_writes")} == {
         "role": "slave", "master_host": "127.0.0.1", "master_port": 7001,
         "master_link_status": "up", "master_last_io_seconds_ago": 0,
-        "master_sync_in_progress": 0, "slave_repl_offset": WRITES, "slave_read_only": 0,
-        "connected_slaves": 0, "chorus_role": "follower", "chorus_commit_index": WRITES,
-        "chorus_applied_index": WRITES, "chorus_follower_writes": "forward"}
+        "master_sync_in_progress": 0, "slave_repl_offset": LOG_END, "slave_read_only": 0,
+        "connected_slaves": 0, "chorus_role": "follower", "chorus_commit_index": LOG_END,
+        "chorus_applied_index": LOG_END, "chorus_follower_writes": "forward"}
     assert "master_link_down_since_seconds" not in info
     assert info["master_replid"] == leader_info["master_replid"]
     cluster.cores["n2"].tick(T0 + 10 + 2500)
@@ -274,16 +287,16 @@ def test_metrics_of_a_leader_show_positions_followers_and_counters():
     cluster = n3_reseeding()
     found = samples(node_of(cluster.cores["n1"], "n1"))
     status = cluster.cores["n1"].status()
-    assert found[("chorus_log_position_index", ())] == WRITES
-    assert found[("chorus_commit_index", ())] == WRITES
-    assert found[("chorus_applied_index", ())] == WRITES
+    assert found[("chorus_log_position_index", ())] == LOG_END
+    assert found[("chorus_commit_index", ())] == LOG_END
+    assert found[("chorus_applied_index", ())] == LOG_END
     assert found[("chorus_epoch", ())] == 1 and found[("chorus_is_leader", ())] == 1
-    assert found[("chorus_log_entries", ())] == 1 and found[("chorus_log_first_index", ())] == 3
+    assert found[("chorus_log_entries", ())] == 1 and found[("chorus_log_first_index", ())] == 4
     assert found[("chorus_log_bytes", ())] == status["log"]["bytes"] > 0
     assert found[("chorus_replication_inflight_entries", ())] == status["inflight_entries"]
     n2, n3 = (("follower", "n2"),), (("follower", "n3"),)
     assert found[("chorus_follower_lag_entries", n2)] == 0
-    assert found[("chorus_follower_lag_entries", n3)] == WRITES
+    assert found[("chorus_follower_lag_entries", n3)] == LOG_END
     assert found[("chorus_follower_lag_seconds", n3)] == status["members"][1]["lag_ms"] / 1000
     assert found[("chorus_follower_reseeds_total", n2)] == 0
     assert found[("chorus_follower_reseeds_total", n3)] == 0   # in progress: counted once complete
@@ -293,7 +306,7 @@ def test_metrics_of_a_leader_show_positions_followers_and_counters():
     counters = status["replication"]
     for name, value in counters.items():
         assert found[(f"chorus_replication_{name}_total", ())] == value, name
-    assert counters["snapshot_chunks_sent"] >= 1 and counters["entries_sent"] >= WRITES
+    assert counters["snapshot_chunks_sent"] >= 1 and counters["entries_sent"] >= LOG_END
     assert found[("chorus_replication_entries_per_append", ())] == pytest.approx(
         counters["entries_sent"] / counters["append_messages_sent"])
     assert ("chorus_leader_last_contact_seconds", ()) not in found
@@ -305,9 +318,9 @@ def test_metrics_of_a_follower_have_no_follower_families():
     cluster.cores["n2"].tick(T0 + 10 + 1500)
     found = samples(node_of(cluster.cores["n2"], "n2"))
     assert found[("chorus_is_leader", ())] == 0
-    assert found[("chorus_applied_index", ())] == WRITES
+    assert found[("chorus_applied_index", ())] == LOG_END
     assert found[("chorus_leader_last_contact_seconds", ())] == 1.5
-    assert found[("chorus_replication_entries_received_total", ())] == WRITES
+    assert found[("chorus_replication_entries_received_total", ())] == LOG_END
     assert not any(name.startswith("chorus_follower_") for name, _ in found)
 
 
@@ -333,10 +346,11 @@ def test_status_of_one_leader_shows_its_facts_and_each_follower():
     text = rendered([("127.0.0.1:7201", node_of(cluster.cores["n1"], "n1").status())])
     assert "node n1 of cluster demo" in text and "followers of n1" in text
     words = " ".join(text.split())         # a wrapped cell continues on the next lines
-    assert "│ applied │ 1:3 │" in words and "│ log │ 1 entries from index 3," in words
-    assert "n2 streaming 1:3 0 0 0 ms ago 0" in words
-    assert ("n3 snapshotting (chunk 0/1) 0:0 3 0 0 ms ago 0: needed entry 1 but the log starts "
-            "at 3 (a follower fell more than 1 entries behind)") in words
+    assert "│ applied │ 1:4 │" in words and "│ log │ 1 entries from index 4," in words
+    assert "n2 streaming 1:4 0 0 0 ms ago 0" in words
+    assert ("n3 snapshotting (chunk 0/1) 0:0 4 0 0 ms ago 0: needed entry 1 but the log starts "
+            "at 4 (a follower fell more than 1 entries behind)") in words
+    assert "│ elections │ 1 started, 1 won, 0 lost │" in words
 
 
 def test_status_of_several_nodes_shows_one_row_each_and_the_leaders_followers():
@@ -346,12 +360,12 @@ def test_status_of_several_nodes_shows_one_row_each_and_the_leaders_followers():
     text = rendered([*results, ("127.0.0.1:7299", None)])
     nodes, followers = text.split("followers of n1")
     rows = {line.split()[0]: line.split() for line in nodes.splitlines() if line.split()}
-    assert rows["n1"][1:] == ["leader", "1", "n1", "1:3", "1:3", "1:3", "3"]
-    assert rows["n2"][1:] == ["follower", "1", "n1", "1:3", "1:3", "1:3", "3"]
-    assert rows["n3"][1:] == ["follower", "1", "n1", "0:0", "0:0", "0:0", "0"]
+    assert rows["n1"][1:] == ["leader", "1", "n1", "1:4", "1:4", "1:4", "3"]
+    assert rows["n2"][1:] == ["follower", "1", "n1", "1:4", "1:4", "1:4", "3"]
+    assert rows["n3"][1:] == ["follower", "0", "-", "0:0", "0:0", "0:0", "0"]
     assert rows["127.0.0.1:7299"][1] == "unreachable"
     assert "followers of" not in followers
-    assert "n3 disconnected (never answered) 0:0 3 10 never 0" in " ".join(followers.split())
+    assert "n3 disconnected (never answered) 0:0 4 10 never 0" in " ".join(followers.split())
 
 
 def test_status_command_takes_several_addresses_and_fails_on_an_unreachable_one(capsys):
@@ -409,7 +423,112 @@ def test_status_command_fetches_each_node_and_prints_json_keyed_by_address(capsy
     assert json.loads("{" + document) == {admin: leader_status, down: None}
 
 
-def test_admin_addresses_are_split_on_commas_and_kept_once_in_order():
-    assert admin_addresses("a:1, b:2,a:1") == ["a:1", "b:2"]
+def test_addresses_are_split_on_commas_and_kept_once_in_order():
+    assert host_port_list("a:1, b:2,a:1") == ["a:1", "b:2"]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["status", "--admin", ","])
+
+
+# --- failover facts, from status documents -------------------------------------------------------
+# Made by hand in the shape of ``LeaderCore.status()``: these check how INFO, /metrics and
+# ``chorusdb status`` show the facts, whatever run of elections produced them.
+
+
+def failover_status(**changes) -> dict:
+    """A follower's status in leader mode after three elections, two of them lost."""
+    document = {
+        "role": "follower", "epoch": 7, "leader_id": "n1",
+        "position": {"epoch": 7, "index": 12}, "commit_position": {"epoch": 7, "index": 12},
+        "applied_position": {"epoch": 7, "index": 12}, "write_quorum": 2,
+        "election_quorum": 2, "may_lose_acknowledged_writes": False,
+        "candidate": True, "priority": 3, "elections": {"started": 3, "won": 1, "lost": 2},
+        "leaderless_ms": 0, "last_failover_ms": 840, "switchover": None,
+        "follower_writes": "forward", "members": [], "divergent_entries": 2,
+        "divergent_total": 5, "keys": 4, "expires": 0,
+        "log": {"first_index": 1, "entries": 12, "bytes": 600}, "leader_contact_ms_ago": 20,
+        "snapshot_receiving": None, "inflight_entries": 0, "replication": {},
+    }
+    return {**document, **changes}
+
+
+LEADERLESS = {"role": "candidate", "leader_id": None, "leaderless_ms": 1500,
+              "last_failover_ms": None, "candidate": False, "leader_contact_ms_ago": 1500,
+              "switchover": {"target": "n3", "state": "catching up", "elapsed_ms": 120}}
+FAILOVER_INFO_PREFIXES = ("chorus_elections", "chorus_leaderless", "chorus_last_failover",
+                          "chorus_candidate", "chorus_priority", "chorus_switchover",
+                          "chorus_divergent_total")
+
+
+def test_info_replication_shows_elections_failover_times_and_divergent_entries():
+    info = info_replication(node_of(StatusCore(failover_status()), "n2"))
+    assert {k: v for k, v in info.items() if k.startswith(FAILOVER_INFO_PREFIXES)} == {
+        "chorus_elections_started": 3, "chorus_elections_won": 1, "chorus_elections_lost": 2,
+        "chorus_leaderless_ms": 0, "chorus_last_failover_ms": 840, "chorus_candidate": 1,
+        "chorus_priority": 3, "chorus_divergent_total": 5}
+    assert info["chorus_divergent_entries"] == 2 and info["chorus_epoch"] == 7
+
+
+def test_info_replication_while_no_leader_is_known_and_a_switchover_runs():
+    info = info_replication(node_of(StatusCore(failover_status(**LEADERLESS)), "n2"))
+    assert info["chorus_role"] == "candidate" and info["chorus_leader_id"] == ""
+    assert info["master_link_status"] == "down"
+    assert info["chorus_leaderless_ms"] == 1500 and info["chorus_last_failover_ms"] == -1
+    assert info["chorus_candidate"] == 0
+    assert info["chorus_switchover"] == {"target": "n3", "state": "catching_up",
+                                         "elapsed_ms": 120}
+
+
+def test_info_replication_of_a_standalone_node_has_no_failover_fields():
+    info = info_replication(standalone_node(writes=1))
+    assert not any(k.startswith(FAILOVER_INFO_PREFIXES) for k in info)
+    assert info["chorus_divergent_entries"] == 0
+
+
+def test_metrics_show_elections_failover_times_and_divergent_entries():
+    found = samples(node_of(StatusCore(failover_status()), "n2"))
+    assert {name: value for (name, _), value in found.items()
+            if name.startswith(("chorus_elections", "chorus_leaderless", "chorus_last_failover",
+                                "chorus_divergent", "chorus_epoch"))} == {
+        "chorus_epoch": 7, "chorus_elections_started_total": 3,
+        "chorus_elections_won_total": 1, "chorus_elections_lost_total": 2,
+        "chorus_leaderless_seconds": 0, "chorus_last_failover_seconds": 0.84,
+        "chorus_divergent_entries": 2, "chorus_divergent_entries_total": 5}
+    leaderless = samples(node_of(StatusCore(failover_status(**LEADERLESS)), "n2"))
+    assert leaderless[("chorus_leaderless_seconds", ())] == 1.5
+    assert ("chorus_last_failover_seconds", ()) not in leaderless     # none yet
+
+
+def test_metrics_of_a_standalone_node_have_no_elections():
+    found = samples(standalone_node(writes=1))
+    assert not any(name.startswith(("chorus_elections", "chorus_leaderless",
+                                    "chorus_last_failover")) for name, _ in found)
+    assert found[("chorus_divergent_entries", ())] == 0
+    assert ("chorus_divergent_entries_total", ()) not in found
+
+
+def node_document(status: dict) -> dict:
+    """A /status document around a core's status, as ``Node.status`` builds it."""
+    return {"node_id": "n2", "cluster_id": "demo", "mode": "leader", **status}
+
+
+def test_status_of_one_node_shows_its_failover_facts():
+    words = " ".join(rendered([("127.0.0.1:7202", node_document(failover_status()))]).split())
+    for row in ("│ candidate │ yes, priority 3 │", "│ elections │ 3 started, 1 won, 2 lost │",
+                "│ last failover │ took 840 ms │", "│ divergent entries │ 2 pending of 5 │"):
+        assert row in words, row
+    assert "without a leader" not in words and "switchover" not in words
+    words = " ".join(rendered([("127.0.0.1:7202",
+                                node_document(failover_status(**LEADERLESS)))]).split())
+    for row in ("│ leader │ none known │", "│ candidate │ no, priority 3 │",
+                "│ without a leader │ for 1500 ms │", "│ last failover │ none yet │",
+                "│ switchover │ to n3: catching up for 120 ms │"):
+        assert row in words, row
+
+
+def test_status_of_a_standalone_node_shows_no_failover_facts():
+    document = node_document(standalone_node(writes=1).core.status())
+    document.update(mode="standalone", write_quorum=1, election_quorum=1,
+                    may_lose_acknowledged_writes=False)
+    words = " ".join(rendered([("127.0.0.1:7201", document)]).split())
+    assert "│ divergent entries │ 0 pending │" in words
+    assert not any(row in words for row in ("elections", "candidate", "last failover"))

@@ -24,12 +24,15 @@ from chorusdb.core.model import (
     ClearRecords,
     DeleteKeys,
     DeleteRecord,
+    DivergentEntry,
+    EpochStart,
     FlushAll,
     Kind,
     LogEntry,
     PopItems,
     Position,
     PushItems,
+    PutDivergent,
     PutMeta,
     PutRecord,
     Record,
@@ -38,6 +41,7 @@ from chorusdb.core.model import (
     SetExpiry,
     SetValue,
     TrimLogBefore,
+    TruncateLogAfter,
     Write,
 )
 from chorusdb.storage import base
@@ -121,6 +125,7 @@ def test_committed_writes_come_back_after_reopen(harness, durability):
         LogEntry(Position(2, 4), SetExpiry(b"s", NO_EXPIRY)),
         LogEntry(Position(2, 5), DeleteKeys((b"gone", b"also"))),
         LogEntry(Position(3, 6), FlushAll()),
+        LogEntry(Position(4, 7), EpochStart("n2")),
     ]
     records = {
         b"s": string(b"\x00bin\xff", 4),
@@ -142,10 +147,10 @@ def test_committed_writes_come_back_after_reopen(harness, durability):
     assert state.meta == meta
     assert {name: type(value) for name, value in state.meta.items()} == {
         name: type(value) for name, value in meta.items()}
-    assert state.last_position == Position(3, 6)
+    assert state.last_position == Position(4, 7)
     assert state.log == tuple(entries)
     assert store.read_log(0, 10) == entries
-    assert store.log_bounds() == (1, 6)
+    assert store.log_bounds() == (1, 7)
     store.close()
 
 
@@ -541,6 +546,9 @@ write_strategy = st.one_of(
     st.just(("append",)),
     st.builds(lambda back: ("trim", back), st.integers(0, 3)),
     st.builds(lambda back: ("reset", back), st.integers(-3, 3)),
+    st.builds(lambda back: ("truncate", back), st.integers(0, 3)),
+    st.builds(lambda entry_id, verified, resolution: ("divergent", entry_id, verified, resolution),
+              st.integers(0, 3), st.booleans(), st.sampled_from(["", "reapplied", "discarded"])),
 )
 history_strategy = st.lists(st.lists(st.lists(write_strategy, max_size=4), min_size=1, max_size=3),
                             max_size=6)
@@ -553,12 +561,16 @@ class Reference:
         self.records: dict[bytes, Record] = {}
         self.meta: dict[str, int | str | bytes] = {}
         self.log: list[LogEntry] = []
+        self.base = ZERO_POSITION
         self.last = ZERO_POSITION
+        self.divergent: dict[int, DivergentEntry] = {}
 
     def writes_for(self, plan: list[tuple]) -> list[Write]:
         """The writes of ``plan`` and a closing log entry, applied here as they are made. Log
         entries go at the next index; a trim keeps the last ``back`` entries' indexes; a reset
-        moves the last index ``back`` (forward when negative)."""
+        moves the last index ``back`` (forward when negative); a truncation removes the last
+        ``back`` entries (fewer if the log holds fewer); a divergent row quarantines an entry
+        at the next index under an id of its own, replacing the row of that id."""
         writes: list[Write] = []
         for step in [*plan, ("append",)]:
             version = self.last.index + 1
@@ -584,11 +596,25 @@ class Reference:
             elif step[0] == "trim":
                 index = max(0, version - step[1])
                 writes.append(TrimLogBefore(index))
-                self.log = [entry for entry in self.log if entry.position.index >= index]
-            else:
-                self.last = Position(1, max(0, self.last.index - step[1]))
+                removed = [entry for entry in self.log if entry.position.index < index]
+                if removed:
+                    self.base = removed[-1].position
+                self.log = self.log[len(removed):]
+            elif step[0] == "reset":
+                self.base = self.last = Position(1, max(0, self.last.index - step[1]))
                 writes.append(ResetLog(self.last))
                 self.log = []
+            elif step[0] == "truncate":
+                self.log = self.log[:max(0, len(self.log) - step[1])]
+                self.last = self.log[-1].position if self.log else self.base
+                writes.append(TruncateLogAfter(self.last))
+            else:
+                _, entry_id, verified, resolution = step
+                item = DivergentEntry(entry_id, LogEntry(Position(1, version), EpochStart("n1")),
+                                      "n1", version, "n2", verified, resolution, "admin",
+                                      version if resolution else 0)
+                writes.append(PutDivergent(item))
+                self.divergent[entry_id] = item
         return writes
 
 
@@ -609,6 +635,7 @@ def test_groups_of_batches_match_a_reference_model(kind, history, tmp_path_facto
     assert state.meta == reference.meta
     assert state.last_position == reference.last
     assert state.log == tuple(reference.log)
+    assert state.divergent == tuple(item for _, item in sorted(reference.divergent.items()))
     first = reference.log[0].position.index if reference.log else reference.last.index + 1
     assert store.log_bounds() == (first, reference.last.index)
     assert store.read_log(first - 1, 100) == reference.log

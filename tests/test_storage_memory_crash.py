@@ -2,9 +2,9 @@
 recovery treats a torn record with and without its CRC check.
 
 Each test runs a fixed list of seeds (printed in every failure message); a workload is a list of
-transactions (single SETs, and log trims and resets for the log's own writes), so "the state
-after the first k transactions" is easy to name and every recovered state must be one of those
-prefixes.
+transactions (single SETs, and log trims, resets and truncations with the divergent rows that
+quarantine what they remove, for the log's own writes), so "the state after the first k
+transactions" is easy to name and every recovered state must be one of those prefixes.
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ from chorusdb.core.model import (
     NO_EXPIRY,
     AppendEntry,
     ClearRecords,
+    DivergentEntry,
+    EpochStart,
     Kind,
     LogEntry,
     Position,
+    PutDivergent,
     PutMeta,
     PutRecord,
     Record,
@@ -27,6 +30,7 @@ from chorusdb.core.model import (
     ResetLog,
     SetValue,
     TrimLogBefore,
+    TruncateLogAfter,
     Write,
 )
 from chorusdb.storage import memory_store
@@ -200,6 +204,14 @@ def set_at(position: Position, key: bytes) -> list[Write]:
             AppendEntry(LogEntry(position, SetValue(key, b"v", NO_EXPIRY)))]
 
 
+def quarantine(entry_id: int, position: Position, key: bytes, resolution: str = "") -> Write:
+    """The divergent row of the entry ``set_at(position, key)`` appended."""
+    entry = LogEntry(position, SetValue(key, b"v", NO_EXPIRY))
+    return PutDivergent(DivergentEntry(entry_id, entry, "n1", 1000 + entry_id, "n2", True,
+                                       resolution, "admin" if resolution else "",
+                                       2000 if resolution else 0))
+
+
 LOG_WORKLOAD: list[list[Write]] = [
     set_at(Position(1, 1), b"a"),
     set_at(Position(1, 2), b"b"),
@@ -212,8 +224,17 @@ LOG_WORKLOAD: list[list[Write]] = [
     set_at(Position(2, 3), b"e"),
     set_at(Position(2, 4), b"f") + [TrimLogBefore(4)] + set_at(Position(2, 5), b"g"),
     [ResetLog(Position(2, 9))] + set_at(Position(2, 10), b"h"),
+    set_at(Position(2, 11), b"i") + set_at(Position(2, 12), b"j"),
+    # A leader of epoch 3 replaced the last two entries: quarantined, removed, and its own
+    # epoch's first entry appended, in one transaction.
+    [quarantine(1, Position(2, 11), b"i"), quarantine(2, Position(2, 12), b"j"),
+     TruncateLogAfter(Position(2, 10)), AppendEntry(LogEntry(Position(3, 11), EpochStart("n2")))],
+    [quarantine(1, Position(2, 11), b"i", resolution="discarded")],
 ]
-"""Transactions that trim and reset the log, and a reset that moves its last position back."""
+"""Transactions that trim and reset the log, a reset that moves its last position back, and a
+truncation that moves it back with the divergent rows of what it removed (then one resolved)."""
+TRUNCATION = 10
+"""The index in ``LOG_WORKLOAD`` of the transaction that truncates the log."""
 
 
 def log_workload_prefix_states() -> list[RecoveredState]:
@@ -228,16 +249,18 @@ def log_workload_prefix_states() -> list[RecoveredState]:
     return states
 
 
-@pytest.mark.parametrize("synced", [0, 3, 5, 6], ids=lambda synced: f"synced-{synced}")
-def test_power_loss_around_trims_and_resets_keeps_a_prefix_of_the_transactions(synced,
-                                                                              monkeypatch):
-    """A torn record that carried a trim or a reset leaves the log as it was before it; with
-    the checkpoint folded at 4 records, the later runs replay onto a checkpoint that already
-    holds trims and a reset."""
+@pytest.mark.parametrize("synced", [0, 3, 5, 6, 9], ids=lambda synced: f"synced-{synced}")
+def test_power_loss_around_log_writes_keeps_a_prefix_of_the_transactions(synced, monkeypatch):
+    """A torn record that carried a trim, a reset or a truncation leaves the log (and the
+    divergent table) as it was before it; with the checkpoint folded at 4 records, the later
+    runs replay onto a checkpoint that already holds trims and a reset."""
     monkeypatch.setattr(memory_store, "fold_records_min", 4)
     states = log_workload_prefix_states()
-    assert [len(state.log) for state in states] == [0, 1, 2, 3, 1, 2, 0, 1, 2, 1]
+    assert [len(state.log) for state in states] == [0, 1, 2, 3, 1, 2, 0, 1, 2, 1, 3, 2, 2]
     assert (states[5].last_position, states[6].last_position) == (Position(1, 4), Position(2, 2))
+    assert (states[10].last_position, states[11].last_position) == (
+        Position(2, 12), Position(3, 11))
+    assert [len(state.divergent) for state in states[10:]] == [0, 2, 2]
     outcomes = set()
     for seed in SEEDS:
         store = MemoryStore(durability="os")
@@ -259,7 +282,25 @@ def test_power_loss_around_trims_and_resets_keeps_a_prefix_of_the_transactions(s
     assert any(torn for _, torn in outcomes), outcomes
 
 
-def test_a_process_crash_keeps_every_trim_and_reset_written():
+def test_a_torn_truncation_leaves_the_log_and_the_divergent_table_as_before_it():
+    states = log_workload_prefix_states()
+    torn_seeds = 0
+    for seed in SEEDS:
+        store = MemoryStore(durability="os")
+        store.recover()
+        for writes in LOG_WORKLOAD[:TRUNCATION]:
+            store.commit(writes)
+        store.sync()
+        store.commit(LOG_WORKLOAD[TRUNCATION])
+        report = store.crash(random.Random(seed), power_loss=True, torn_probability=1.0)
+        recovered = store.recover()
+        assert recovered == states[TRUNCATION], seed      # lost or torn: as if never written
+        assert (recovered.last_position, recovered.divergent) == (Position(2, 12), ()), seed
+        torn_seeds += report.torn
+    assert 0 < torn_seeds < len(SEEDS), torn_seeds
+
+
+def test_a_process_crash_keeps_every_log_write_and_divergent_row_written():
     states = log_workload_prefix_states()
     store = MemoryStore(durability="os")
     store.recover()

@@ -42,7 +42,7 @@ log_read_entries_max = 10_000              # entries returned by one read of the
 # --- peer protocol ----------------------------------------------------------------------------
 frame_bytes_max = 128 * 1024 * 1024        # one peer frame, header excluded
 frame_header_bytes = 4                     # u32 big-endian length prefix
-peer_protocol_version = 1
+peer_protocol_version = 2
 
 # --- admin ------------------------------------------------------------------------------------
 admin_request_timeout_s = 5.0

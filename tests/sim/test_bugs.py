@@ -2,7 +2,9 @@
 see what they are meant to see (a simulator that never fails proves nothing by itself).
 
 Each bug runs under the CLI's default durability, ``fsync`` (where no acknowledged write may
-ever be lost), and stops at its first failing seed.
+ever be lost), in the configuration where it can show (``bug_write_quorum``: a bug about
+quarantining lost writes needs W + Q <= N, where writes can be lost), and stops at its first
+failing seed.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import pytest
 
 from chorusdb.core.modes import CORES
 from chorusdb.sim.params import SimConfig
-from chorusdb.sim.runner import known_bugs, run_seed
+from chorusdb.sim.runner import bug_write_quorum, known_bugs, run_seed
 
 SEEDS_MAX = 200
 BUGS = [pytest.param(mode, bug, id=f"{mode}-{bug}") for mode in CORES for bug in known_bugs(mode)]
@@ -19,7 +21,8 @@ BUGS = [pytest.param(mode, bug, id=f"{mode}-{bug}") for mode in CORES for bug in
 
 @pytest.mark.parametrize(("mode", "bug"), BUGS)
 def test_known_bug_is_caught(mode: str, bug: str):
-    config = SimConfig(mode=mode, durability="fsync", bug=bug)
+    config = SimConfig(mode=mode, durability="fsync", bug=bug,
+                       write_quorum=bug_write_quorum(mode, bug))
     for seed in range(1, SEEDS_MAX + 1):
         report = run_seed(config, seed)
         if report.failed:

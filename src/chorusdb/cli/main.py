@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from chorusdb import __version__
-from chorusdb.cli import serve, status, up
+from chorusdb.cli import divergent, serve, status, switchover, up
 
 EXIT_USAGE = 2
 
@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(subparsers)
     up.register(subparsers)
     status.register(subparsers)
+    divergent.register(subparsers)
+    switchover.register(subparsers)
     # Imported here, not at the top: ``chorusdb serve`` need not load the simulator or the
     # benchmark harness.
     from chorusdb.cli import bench, sim

@@ -7,8 +7,14 @@ mode with peers, the cluster secret (``cluster.secret``, 32 random bytes from ``
 base64, readable by its owner only), then starts ``chorusdb serve`` for each node as a child
 process in its own session, its log going to ``n1.log`` ... beside its config. Every node is
 launched before any is waited for, so they start side by side; once each has printed its ready
-line (``server.process``) it shows the members — role as each node's ``/status`` reports it,
-PID, client and admin addresses — and a ``redis-cli`` command line per node.
+line (``server.process``) it waits until the cluster takes writes — in leader mode, until a node
+reports itself leader with its commit position at its log end: the members elect the first
+leader within about a second (the initial leader runs its election at once), and the new
+leader's first entry is committed once a quorum follows it — then shows the members (role as
+each node's ``/status`` reports it, PID, client and admin addresses), a ``redis-cli`` command
+line per node, and in leader mode the commands that list divergent writes and hand leadership
+over. Without further flags those commands talk to the nodes of this cluster at the default
+ports (``local_client_addresses``).
 
 It stops exactly the processes it started, by PID, on Ctrl-C, SIGTERM or SIGHUP, or when one of
 them dies; the children are in their own sessions, so a signal meant for ``up`` never reaches
@@ -53,7 +59,7 @@ EXIT_USAGE = 2
 node_ready_timeout_s = 30.0
 node_stop_timeout_s = 15.0
 nodes_max = 9                       # a local try-out: every node is a Python process
-cluster_ready_timeout_s = 10.0      # for a leader to reach enough followers to accept writes
+cluster_ready_timeout_s = 10.0      # for a leader to be elected and commit its first entry
 cluster_ready_poll_s = 0.1
 log_tail_lines = 15                 # lines of a node's log shown when it fails to start
 secret_random_bytes = 32
@@ -95,6 +101,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"+{ADMIN_PORT_OFFSET} (0: any free ports)")
     p.add_argument("--durability", default="fsync", choices=("fsync", "os"))
     p.set_defaults(func=run)
+
+
+def local_client_addresses() -> list[str]:
+    """The client addresses of the nodes ``chorusdb up`` starts with its default flags."""
+    return [f"{HOST}:{DEFAULT_BASE_PORT + i}" for i in range(DEFAULT_NODES)]
 
 
 def port_is_free(port: int) -> bool:
@@ -216,17 +227,21 @@ def status_of(node: LocalNode) -> dict:
         return {}
 
 
-def wait_until_writable(nodes: list[LocalNode], write_quorum: int) -> dict[str, dict]:
-    """Each node's /status once a leader (or the standalone node) reports ``write_quorum - 1``
-    followers streaming, so the first write is not refused for want of a quorum; or as they
-    are after ``cluster_ready_timeout_s``."""
+def is_writable(status: dict) -> bool:
+    """The node leads (or stands alone) and its commit position has reached its log end: an
+    elected leader's first entry is committed only once a write quorum holds it, so the first
+    write is not refused for want of one."""
+    return (status.get("role") in WRITABLE_ROLES
+            and status["commit_position"]["index"] >= status["position"]["index"])
+
+
+def wait_until_writable(nodes: list[LocalNode]) -> dict[str, dict]:
+    """Each node's /status once one of them ``is_writable``, or as they are after
+    ``cluster_ready_timeout_s``."""
     deadline = time.monotonic() + cluster_ready_timeout_s
     while True:
         statuses = {node.node_id: status_of(node) for node in nodes}
-        streaming = max((sum(m.get("state") == "streaming" for m in s.get("members", ()))
-                         for s in statuses.values() if s.get("role") in WRITABLE_ROLES),
-                        default=-1)
-        if streaming >= write_quorum - 1 or time.monotonic() >= deadline:
+        if any(map(is_writable, statuses.values())) or time.monotonic() >= deadline:
             return statuses
         time.sleep(cluster_ready_poll_s)
 
@@ -257,7 +272,7 @@ def usage_error(args: argparse.Namespace) -> str | None:
 def show_cluster(console: Console, nodes: list[LocalNode], config: NodeConfig,
                  data_dir: Path) -> None:
     count = len(nodes)
-    statuses = wait_until_writable(nodes, config.write_quorum)
+    statuses = wait_until_writable(nodes)
     table = Table(title=f"ChorusDB {config.mode} cluster ({count} node{'s' if count > 1 else ''},"
                         f" data in {data_dir})")
     for column in ("node", "pid", "role", "client", "admin"):
@@ -276,8 +291,24 @@ def show_cluster(console: Console, nodes: list[LocalNode], config: NodeConfig,
                       f"it {held}")
         console.print(f"election quorum {config.election_quorum}; may lose acknowledged writes: "
                       f"{'yes' if config.may_lose_acknowledged_writes else 'no'}")
+        show_failover_commands(console, nodes, statuses)
     console.print(f"status: chorusdb status --admin {nodes[0].admin}    logs: {data_dir}/n*.log")
     console.print("stop: Ctrl-C")
+
+
+def show_failover_commands(console: Console, nodes: list[LocalNode],
+                           statuses: dict[str, dict]) -> None:
+    """The command lines that list divergent writes and hand leadership to a follower, with
+    the nodes' addresses unless they are the defaults of those commands; never wrapped, so
+    they can be copied."""
+    clients = [node.client for node in nodes]
+    at_defaults = clients == local_client_addresses()
+    console.print("divergent writes: chorusdb divergent list"
+                  + ("" if at_defaults else f" --nodes {','.join(clients)}"), soft_wrap=True)
+    followers = [node.node_id for node in nodes if statuses[node.node_id].get("role") != "leader"]
+    if followers:
+        console.print(f"hand leadership over: chorusdb switchover --to {followers[-1]}"
+                      + ("" if at_defaults else f" --node {','.join(clients)}"), soft_wrap=True)
 
 
 def run(args: argparse.Namespace) -> int:

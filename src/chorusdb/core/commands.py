@@ -200,6 +200,7 @@ _KEYSPACE_WRITE_FAST = ("@keyspace", "@write", "@fast")
 _LIST_WRITE_FAST = ("@write", "@list", "@fast")
 _CONNECTION_FAST = ("@fast", "@connection")
 _CONNECTION_SLOW = ("@slow", "@connection")
+_ADMIN_SLOW = ("@admin", "@slow", "@dangerous")
 _EXPIRE_CONDITION = _oneof("condition", _token("NX"), _token("XX"), _token("GT"), _token("LT"))
 _O1 = "O(1)"
 
@@ -536,6 +537,30 @@ _SPECS: tuple[CommandSpec, ...] = (
     _keyless("chorus.digest", 1, ("loading", "stale"), "chorus",
              "Returns a SHA-256 digest of this node's live data: replicas holding the same data "
              "answer the same digest.", "0.1.0", "server", _CONNECTION_FAST),
+    _keyless("chorus.divergent", -2, ("admin", "noscript", "loading", "stale"), "chorus",
+             "Lists and resolves this node's divergent entries: writes a deposed leader or a "
+             "follower removed from its log because the leader of a later epoch does not hold "
+             "them. LIST [ALL|PENDING] returns the entries (default PENDING: not yet resolved), "
+             "SHOW id one entry; each entry is an array of field names and values (id, epoch, "
+             "index, leader, removed_at_ms, removed_by, verified, resolution, resolved_by, "
+             "resolved_at_ms, command). REAPPLY id runs the entry's command again as a new "
+             "write and returns its reply; DISCARD id who marks it discarded by who, keeping "
+             "it on record.", "0.1.0", "server", _ADMIN_SLOW,
+             _oneof("subcommand",
+                    Argument("list", "block", token="LIST", value=(
+                        _oneof("which", _token("ALL"), _token("PENDING")),)),
+                    Argument("show", "block", token="SHOW", value=(_leaf("id", "integer"),)),
+                    Argument("reapply", "block", token="REAPPLY",
+                             value=(_leaf("id", "integer"),)),
+                    Argument("discard", "block", token="DISCARD",
+                             value=(_leaf("id", "integer"), _leaf("who", "string"))),
+                    optional=False),
+             complexity="O(N) where N is the number of entries listed; O(1) for the others."),
+    _keyless("chorus.switchover", -2, ("admin", "noscript", "stale"), "chorus",
+             "Hands leadership to the member node: the leader lets node catch up with its log "
+             "and tells it to run for election at once. Answers once node leads, or an error "
+             "after timeout_ms (default: leader.switchover_timeout_ms).", "0.1.0", "server",
+             _ADMIN_SLOW, _leaf("node", "string"), _leaf("timeout_ms", "integer", optional=True)),
 )
 
 COMMANDS: dict[bytes, CommandSpec] = {spec.name.upper().encode(): spec for spec in _SPECS}

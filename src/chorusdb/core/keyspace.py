@@ -10,7 +10,9 @@ doing, so that every replication mode can put a log (and a quorum) in between:
   refused by NX/XX/GT/LT, LPOP of a missing key, ...), returns none.
 - ``apply(effect, version)`` changes the state; ``version`` (the log index of the entry) is
   stored in the record. A core applies the effects of one command in order before it executes
-  the next command; a follower applies the same effects from its log.
+  the next command; a follower applies the same effects from its log. ``EpochStart`` (the
+  first entry of a leader's epoch) changes nothing: applying it is a no-op, and the core counts
+  its entry as applied like any other.
 - ``take_changes()`` hands the rows changed since the last call to storage, coalesced.
 
 Effects are deterministic on their own: time is decided by ``execute`` and never by ``apply``.
@@ -78,6 +80,7 @@ from chorusdb.core.model import (
     DeleteKeys,
     DeleteRecord,
     Effect,
+    EpochStart,
     FlushAll,
     Kind,
     PopItems,
@@ -359,6 +362,7 @@ class Keyspace:
             SetValue: self._apply_set_value, PushItems: self._apply_push_items,
             PopItems: self._apply_pop_items, DeleteKeys: self._apply_delete_keys,
             SetExpiry: self._apply_set_expiry, FlushAll: self._apply_flush_all,
+            EpochStart: self._apply_epoch_start,
         }
 
     # --- the interface the cores use ----------------------------------------------------------
@@ -999,6 +1003,9 @@ class Keyspace:
         self._scan_sequences.clear()
         self._scan_sequence_of.clear()
         self._scan_holes = 0          # sequence numbers go on: old cursors stay meaningful
+
+    def _apply_epoch_start(self, effect: EpochStart, version: int) -> None:
+        """An epoch's first entry holds no data: nothing changes, no row is written."""
 
     def _delete(self, key: bytes) -> None:
         record = self._records.pop(key)

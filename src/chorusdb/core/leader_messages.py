@@ -1,9 +1,12 @@
 """The peer messages of leader mode: who sends each, when, and what must be on disk first.
 
 Every message names its ``source`` and ``target`` member and the sender's ``epoch`` (the leader
-term; 1 until elections exist). A receiver that sees a higher epoch than its own adopts it; a
-message from a lower epoch is ignored (once elections exist, it will be answered with the
-receiver's epoch, so a deposed leader learns at once that it was deposed). Positions are ``(epoch, index)`` throughout.
+term). A receiver that sees a higher epoch than its own adopts it (a leader or candidate steps
+down); an ``Append`` from a lower epoch is refused with the receiver's epoch, so a deposed leader
+learns at once that it was deposed; other messages from a lower epoch are ignored. A pre-vote
+``VoteRequest`` carries the epoch its candidate would run for, which nobody adopts; and a member
+that still hears its leader ignores a real one (not even its epoch is adopted). Positions are
+``(epoch, index)`` throughout.
 
 Messages may be lost, duplicated, delayed and reordered; every handler is idempotent and the
 leader resends entries and chunks on its own timers, so the protocol needs nothing from the
@@ -27,7 +30,16 @@ message            sender -> receiver   sent when, and what is durable before it
                                         Chunks stay in memory until the last one arrives; the
                                         install (data, log reset) is one transaction.
 ``Forward``        follower -> leader   a client sent a write to a follower in ``forward`` mode.
-``ForwardReply``   leader -> follower   the forwarded command's reply is due (after W copies).
+``ForwardReply``   leader -> follower   the forwarded command's reply is due (after W copies); a
+                                        member that does not lead answers ``-NOTLEADER`` (the
+                                        follower retries with the leader it knows).
+``VoteRequest``    candidate -> all     its election timeout passed with no word from a leader
+                                        (a pre-vote), or it won the pre-vote (a vote: its raised
+                                        epoch and its vote for itself are durable first), or a
+                                        ``TimeoutNow`` came (``transfer``).
+``VoteReply``      member -> candidate  on each request; a granted vote is durable before the
+                                        reply leaves (it goes in the ``Ready`` that persists it).
+``TimeoutNow``     leader -> follower   switchover: the target holds the leader's whole log.
 =================  ===================  ==========================================================
 """
 
@@ -53,11 +65,19 @@ class Append:
     prev: Position
     entries: tuple[LogEntry, ...]
     commit: Position
+    safe: Position              # held by enough members that every election keeps it
+    sent_ms: int                # the leader's clock when it sent this; echoed in the reply
 
 
 @dataclass(frozen=True, slots=True)
 class AppendReply:
     """The follower's durable log end, and whether the ``Append`` it answers fitted.
+
+    ``echo_ms`` is the highest ``sent_ms`` of the ``Append`` messages it answers: the leader
+    knows this follower still followed it at that time of the leader's own clock (read-index
+    and check-quorum use it; a reply delayed across a pause of the leader carries an old time).
+    ``hint`` is where the leader should look for the last entry both logs share: the follower's
+    log end after a gap, or the position before its first entry of the epoch that conflicted.
 
     ``incarnation`` is drawn at random each time the follower's process starts: an answer from
     an earlier process (delayed or duplicated) must not restore what the follower may have lost
@@ -71,6 +91,8 @@ class AppendReply:
     applied: Position
     accepted: bool
     incarnation: int
+    echo_ms: int
+    hint: Position
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,4 +147,40 @@ class ForwardReply:
     position: Position
 
 
-LEADER_MESSAGE_TYPES = (Append, AppendReply, SnapshotChunk, SnapshotAck, Forward, ForwardReply)
+@dataclass(frozen=True, slots=True)
+class VoteRequest:
+    """A candidate asks for a vote in ``epoch`` (a pre-vote: in the epoch it would run for,
+    which nobody adopts). ``last`` is the candidate's log end: a voter grants only if it is at
+    least its own. ``transfer``: a switchover, so voters that still hear a leader vote too."""
+
+    source: str
+    target: str
+    epoch: int
+    last: Position
+    pre: bool
+    transfer: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VoteReply:
+    """The answer to a ``VoteRequest`` of ``epoch``; a real vote leaves only after the vote is
+    durable (it goes out in the ``Ready`` that persists it)."""
+
+    source: str
+    target: str
+    epoch: int
+    pre: bool
+    granted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutNow:
+    """Switchover: the leader tells a caught-up follower to run an election at once."""
+
+    source: str
+    target: str
+    epoch: int
+
+
+LEADER_MESSAGE_TYPES = (Append, AppendReply, SnapshotChunk, SnapshotAck, Forward, ForwardReply,
+                        VoteRequest, VoteReply, TimeoutNow)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from chorusdb.core.model import (
     DeleteKeys,
     Effect,
+    EpochStart,
     FlushAll,
     LogEntry,
     PopItems,
@@ -49,6 +50,8 @@ def effect_bytes(effect: Effect) -> int:
         return effect_overhead_bytes + len(effect.key)
     if kind is DeleteKeys:
         return effect_overhead_bytes + sum(len(key) for key in effect.keys)
+    if kind is EpochStart:
+        return effect_overhead_bytes + len(effect.leader)
     assert kind is FlushAll, effect
     return effect_overhead_bytes
 
@@ -114,6 +117,21 @@ class LogTail:
             return self.base
         return self.entry(index).position
 
+    def last_index_of_epoch_at_most(self, epoch: int, index_max: int) -> int:
+        """The highest index at most ``index_max`` whose entry's epoch is at most ``epoch``
+        (epochs never decrease along the log, so a binary search); ``base.index`` or below when
+        no entry held qualifies (the answer is then ``min(index_max, base.index)``)."""
+        low, high = 0, min(index_max, self.last.index) - self.base.index   # offsets [0, high)
+        if high <= 0:
+            return min(index_max, self.base.index)
+        while low < high:
+            middle = (low + high) // 2
+            if self._entries[middle].position.epoch <= epoch:
+                low = middle + 1
+            else:
+                high = middle
+        return self.base.index + low
+
     def entries_from(self, index: int, count_max: int, bytes_max: int) -> tuple[LogEntry, ...]:
         """Up to ``count_max`` entries from ``index`` on, at most ``bytes_max`` estimated bytes
         (always at least one entry when there is one)."""
@@ -147,6 +165,16 @@ class LogTail:
         self._appended_ms.clear()
         self._sizes.clear()
         self._bytes = 0
+
+    def truncate_after(self, index: int) -> list[LogEntry]:
+        """Drop the entries after ``index`` (they diverge from the leader's log) and return
+        them, oldest first."""
+        assert self.base.index <= index <= self.last.index, (index, self.base, self.last)
+        offset = index - self.base.index
+        removed = self._entries[offset:]
+        self._bytes -= sum(self._sizes[offset:])
+        del self._entries[offset:], self._appended_ms[offset:], self._sizes[offset:]
+        return removed
 
     def trim_before(self, index: int) -> None:
         """Drop the entries below ``index``; ``base`` becomes the entry just before it."""

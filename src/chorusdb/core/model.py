@@ -110,7 +110,16 @@ class FlushAll:
     """Every key was removed (FLUSHDB)."""
 
 
-Effect = SetValue | PushItems | PopItems | DeleteKeys | SetExpiry | FlushAll
+@dataclass(frozen=True, slots=True)
+class EpochStart:
+    """The first entry of every epoch in leader mode: ``leader`` won the election of that epoch.
+    It changes no data; committing it commits every entry before it (a leader counts copies
+    only of entries of its own epoch), and it says in the log itself who wrote the epoch."""
+
+    leader: str
+
+
+Effect = SetValue | PushItems | PopItems | DeleteKeys | SetExpiry | FlushAll | EpochStart
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +185,48 @@ class ResetLog:
     position: Position
 
 
-Write = PutRecord | DeleteRecord | ClearRecords | AppendEntry | PutMeta | TrimLogBefore | ResetLog
+@dataclass(frozen=True, slots=True)
+class TruncateLogAfter:
+    """Remove the log entries after ``position`` (which is in the log, or is its base): they
+    diverge from the new leader's log. The last position becomes ``position``. The entries are
+    quarantined (``PutDivergent``) in the same batch, before this write."""
+
+    position: Position
+
+
+@dataclass(frozen=True, slots=True)
+class DivergentEntry:
+    """A log entry this node removed because the leader of a later epoch does not hold it: a
+    write that may have been acknowledged (with W + Q <= N) or was never acknowledged, kept for
+    an operator to reapply or discard.
+
+    ``entry_id`` is unique on this node and ascending. ``leader`` wrote the entry (``""``: not
+    known here); ``removed_by`` is the leader whose log replaced it. ``verified`` says the new
+    leader's log held another entry at the same position; an unverified entry was removed by a
+    snapshot install and may also be in the leader's history. ``resolution`` is ``""`` while
+    pending, then ``"reapplied"`` or ``"discarded"``, with who resolved it and when.
+    """
+
+    entry_id: int
+    entry: LogEntry
+    leader: str
+    removed_at_ms: int
+    removed_by: str
+    verified: bool
+    resolution: str = ""
+    resolved_by: str = ""
+    resolved_at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PutDivergent:
+    """Store ``item`` in the ``divergent`` table (insert, or replace the row of its id)."""
+
+    item: DivergentEntry
+
+
+Write = (PutRecord | DeleteRecord | ClearRecords | AppendEntry | PutMeta | TrimLogBefore | ResetLog
+         | TruncateLogAfter | PutDivergent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,10 +239,12 @@ class RecoveredState:
     data reflects in ``meta``. ``log`` is the tail of
     the log the store still holds, oldest first, every entry CRC-checked: all of it, or the
     newest entries up to the store's bound when the log is longer. It ends at ``last_position``
-    unless retention or a ``ResetLog`` emptied the log (then it is empty).
+    unless retention or a ``ResetLog`` emptied the log (then it is empty). ``divergent`` is the
+    ``divergent`` table, by ascending id.
     """
 
     records: dict[bytes, Record]
     meta: dict[str, int | str | bytes]
     last_position: Position
     log: tuple[LogEntry, ...] = ()
+    divergent: tuple[DivergentEntry, ...] = ()

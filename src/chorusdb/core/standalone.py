@@ -156,6 +156,13 @@ class StandaloneCore:
             return str(self.last_position).encode()
         if command.name == b"CHORUS.DIGEST":
             return self.keyspace.digest(now_ms).encode()
+        if command.name == b"CHORUS.DIVERGENT":
+            # A lone node never follows another log, so nothing ever diverges.
+            return [] if command.args[0].upper() == b"LIST" else Error(
+                "ERR a standalone node has no divergent entries (CHORUS.DIVERGENT LIST is empty)")
+        if command.name == b"CHORUS.SWITCHOVER":
+            return Error("ERR a standalone node has no other member to hand leadership to; "
+                         "switchover needs cluster.mode = \"leader\"")
         raise AssertionError(f"{spec.name} is handled by the server, not the core")
 
     def _wait(self, name: bytes, args: tuple[bytes, ...]) -> object:

@@ -19,6 +19,7 @@ tag  type                  where it travels
 13   ``DeleteKeys``        effect of a log entry (storage's tag)
 14   ``SetExpiry``         effect of a log entry (storage's tag)
 15   ``FlushAll``          effect of a log entry (storage's tag)
+16   ``EpochStart``        effect of a log entry: the first of an epoch (storage's tag)
 20   ``LogEntry``          inside ``Append`` (storage's tag)
 45   ``ClientCommand``     inside ``Forward``: the client's command as it was sent
 46   ``Simple``            inside ``ForwardReply``: a RESP simple string reply
@@ -33,6 +34,9 @@ tag  type                  where it travels
 63   ``SnapshotAck``
 64   ``Forward``
 65   ``ForwardReply``
+66   ``VoteRequest``
+67   ``VoteReply``
+68   ``TimeoutNow``
 ==== ===================== ==================================================================
 
 The handshake (mutual challenge-response with the cluster secret)::
@@ -76,9 +80,13 @@ from chorusdb.core.leader_messages import (
     ForwardReply,
     SnapshotAck,
     SnapshotChunk,
+    TimeoutNow,
+    VoteReply,
+    VoteRequest,
 )
 from chorusdb.core.model import (
     DeleteKeys,
+    EpochStart,
     FlushAll,
     LogEntry,
     PopItems,
@@ -143,6 +151,7 @@ PEER_TYPE_TAGS = MappingProxyType({
     13: DeleteKeys,
     14: SetExpiry,
     15: FlushAll,
+    16: EpochStart,
     20: LogEntry,
     45: ClientCommand,
     46: Simple,
@@ -157,6 +166,9 @@ PEER_TYPE_TAGS = MappingProxyType({
     63: SnapshotAck,
     64: Forward,
     65: ForwardReply,
+    66: VoteRequest,
+    67: VoteReply,
+    68: TimeoutNow,
 })
 """Tag -> type of everything that travels between peers; see the table in the module docstring."""
 

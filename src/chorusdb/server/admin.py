@@ -1,10 +1,15 @@
 """The admin HTTP API (aiohttp), on the node's own event loop.
 
 - ``GET /health``  — 200 ``{"ok": true, ...}`` while the node serves; scripts and load balancers.
-- ``GET /status``  — the JSON document of DESIGN.md (node, role, epoch, positions, members, ...).
+- ``GET /status``  — the JSON document of DESIGN.md (node, role, epoch, positions, members, ...),
+  in leader mode with the failover facts of the core's ``status()``: ``elections`` (started,
+  won, lost), ``leaderless_ms``, ``last_failover_ms``, ``divergent_entries`` (pending) and
+  ``divergent_total``, ``candidate``, ``priority`` and a running ``switchover``, beside the
+  configuration's ``may_lose_acknowledged_writes``.
 - ``GET /metrics`` — Prometheus text exposition (``server.metrics``).
-- ``GET /``        — a small dashboard page that polls ``/status``: the node's facts and, on a
-  leader, one row per follower (state, durable position, lag, last answer, re-seeds).
+- ``GET /``        — a small dashboard page that polls ``/status``: the node's facts (failover
+  facts only where the mode reports them) and, on a leader, one row per follower (state,
+  durable position, lag, last answer, re-seeds).
 """
 
 from __future__ import annotations
@@ -38,8 +43,17 @@ async function refresh(){
     ['committed', s.commit_position.epoch + ':' + s.commit_position.index],
     ['durability', s.durability], ['clients', s.connected_clients],
     ['may lose acknowledged writes', s.may_lose_acknowledged_writes],
-    ['divergent entries', s.divergent_entries]];
-  document.getElementById('facts').innerHTML = rows.map(
+    ['elections', s.elections === undefined ? undefined : s.elections.started +
+      ' started, ' + s.elections.won + ' won, ' + s.elections.lost + ' lost'],
+    ['without a leader', s.leaderless_ms === undefined ? undefined : s.leaderless_ms + ' ms'],
+    ['last failover', s.last_failover_ms === undefined ? undefined :
+      s.last_failover_ms === null ? 'none yet' : s.last_failover_ms + ' ms'],
+    ['divergent entries', s.divergent_entries + (s.divergent_total === undefined ? '' :
+      ' pending of ' + s.divergent_total)],
+    ['switchover', s.switchover ? 'to ' + s.switchover.target + ', ' + s.switchover.state +
+      ' for ' + s.switchover.elapsed_ms + ' ms' : undefined]];
+  // Failover facts a mode does not report are left out.
+  document.getElementById('facts').innerHTML = rows.filter(r => r[1] !== undefined).map(
     r => '<tr><th>' + r[0] + '</th><td>' + r[1] + '</td></tr>').join('');
   const members = s.members || [];
   document.getElementById('members-title').textContent = members.length ? 'followers' : '';

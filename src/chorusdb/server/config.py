@@ -24,6 +24,8 @@ secret_file = "data/cluster.secret"
 id = "n1"
 peer = "127.0.0.1:7101"
 client = "127.0.0.1:7001"
+candidate = true            # leader mode: false = votes, never leads (default true)
+priority = 0                # leader mode: a higher one runs for election sooner (default 0)
 
 [storage]
 durability = "fsync"        # fsync: acknowledged means on disk | os: survives a process crash
@@ -35,17 +37,30 @@ idle_timeout_s = 0          # close idle clients after this many seconds; 0 = ne
 
 [leader]                    # only with mode = "leader"; every key optional
 write_quorum = 2            # members, leader included, that hold a write before it is acknowledged
-election_quorum = "majority"
+election_quorum = "majority"  # votes, the candidate's own included, that elect a leader
+initial_leader = "n1"       # runs the first election at once (default: the first candidate)
+election_timeout_min_ms = 500   # a follower that hears no leader for a random time in
+election_timeout_max_ms = 1000  # [min, max) runs for election
+switchover_timeout_ms = 5000    # CHORUS.SWITCHOVER gives up after this long
 ```
 
 **Leader mode.** ``[leader]`` becomes ``NodeConfig.leader``, the core's own ``LeaderSettings``
-(``core.leader`` says what each setting does), with ``write_quorum`` and ``initial_leader``
-resolved (a majority and the first member when not given) and ``client_addresses`` taken from
-``cluster.members``, so ``-NOTLEADER`` names the address clients use. ``election_quorum`` stays
-on ``NodeConfig`` until elections exist. Timers must leave room for heartbeats: the contact,
-disconnection and write timeouts are each longer than ``heartbeat_interval_ms``. Unknown keys
-are errors, because a misspelt quorum silently taking its default is the kind of mistake that
-loses writes.
+(``core.leader`` says what each setting does), with ``write_quorum``, ``election_quorum`` and
+``initial_leader`` resolved (majorities and the first candidate when not given),
+``client_addresses`` taken from ``cluster.members`` (so ``-NOTLEADER`` names the address
+clients use), and ``non_candidates`` and ``priorities`` from the members' ``candidate`` and
+``priority`` (listing only the members whose priority is not 0); those two member keys are
+errors in any other mode. Every member votes; at least one must be a candidate, and
+``initial_leader`` must be one. ``NodeConfig.may_lose_acknowledged_writes`` is the settings'
+W + Q <= N, or durability ``os``.
+
+Timers must leave room for heartbeats: the contact, disconnection, write and switchover
+timeouts are each longer than ``heartbeat_interval_ms``, and ``election_timeout_min_ms`` is
+more than twice it (a follower must miss at least two heartbeats before it calls an election),
+with ``election_timeout_max_ms`` above the minimum (the randomised spread is what keeps two
+followers from splitting the vote forever). Unknown keys — in ``[leader]`` and in a member's
+table — are errors, because a misspelt quorum or ``candidate`` silently taking its default is
+the kind of mistake that loses writes.
 
 **The cluster secret.** Peers prove knowledge of a shared secret in their handshake
 (``net.protocol``). In every mode but standalone ``cluster.secret_file`` is read here, at load
@@ -70,17 +85,21 @@ STANDALONE = "standalone"
 LEADER = LeaderSettings.mode
 MAJORITY = "majority"
 
-LEADER_TIMER_KEYS = ("write_timeout_ms", "heartbeat_interval_ms", "append_resend_ms",
+LEADER_TIMER_KEYS = ("write_timeout_ms", "heartbeat_interval_ms", "election_timeout_min_ms",
+                     "election_timeout_max_ms", "switchover_timeout_ms", "append_resend_ms",
                      "quorum_contact_ms", "follower_disconnected_ms")
 LEADER_RETENTION_KEYS = ("log_retention_entries", "log_retention_bytes", "log_retention_age_ms",
                          "log_hold_entries_max")
 LEADER_KEYS = ("write_quorum", "election_quorum", "initial_leader", "follower_writes",
                *LEADER_TIMER_KEYS, *LEADER_RETENTION_KEYS)
 TIMERS_LONGER_THAN_HEARTBEAT = ("quorum_contact_ms", "follower_disconnected_ms",
-                                "write_timeout_ms")
+                                "write_timeout_ms", "switchover_timeout_ms")
+MEMBER_KEYS = ("id", "peer", "client", "candidate", "priority")
+MEMBER_LEADER_KEYS = ("candidate", "priority")
 
 cluster_secret_bytes_min = 16     # shorter secrets are refused (a base64 of 32 random bytes: 44)
 cluster_secret_bytes_max = 4096   # a secret file larger than this is not a secret file
+election_timeout_heartbeats_min = 2   # heartbeats a follower misses before it may run
 
 
 class ConfigError(ValueError):
@@ -109,18 +128,24 @@ class Address:
 
 @dataclass(frozen=True, slots=True)
 class Member:
+    """One ``[[cluster.members]]`` table. ``candidate`` and ``priority`` matter in leader mode
+    only: a member that is not a candidate votes but never runs for election, and a higher
+    priority runs sooner."""
+
     id: str
     peer: Address
     client: Address
+    candidate: bool = True
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     """A node's validated configuration.
 
-    ``leader`` is resolved in leader mode (``write_quorum`` and ``initial_leader`` set, and
-    ``client_addresses`` filled from the members) and the core's defaults otherwise;
-    ``election_quorum`` is resolved to a number in every mode (1 for standalone).
+    ``leader`` is resolved in leader mode (``write_quorum``, ``election_quorum`` and
+    ``initial_leader`` set, ``client_addresses``, ``non_candidates`` and ``priorities`` filled
+    from the members) and the core's defaults otherwise.
     ``cluster_secret`` is the content of ``secret_file`` outside standalone mode, else empty.
     """
 
@@ -139,7 +164,6 @@ class NodeConfig:
     client_idle_timeout_s: float = limits.client_idle_timeout_s_default
     debug_commands: bool = False
     leader: LeaderSettings = LeaderSettings()
-    election_quorum: int = 1
     cluster_secret: bytes = field(default=b"", repr=False)
 
     @property
@@ -152,11 +176,17 @@ class NodeConfig:
         return self.leader.quorum(len(self.members)) if self.mode == LEADER else 1
 
     @property
+    def election_quorum(self) -> int:
+        """Q: the votes that elect a leader (1 outside leader mode: nobody is elected)."""
+        return self.leader.votes_needed(len(self.members)) if self.mode == LEADER else 1
+
+    @property
     def may_lose_acknowledged_writes(self) -> bool:
         """True when a crash or a failover can lose an acknowledged write: durability ``os``
-        (a power loss), or W + Q <= N (an election quorum that need not meet a write quorum)."""
-        return (self.durability != "fsync"
-                or self.write_quorum + self.election_quorum <= len(self.members))
+        (a power loss), or in leader mode W + Q <= N (an election quorum that need not meet a
+        write quorum)."""
+        return self.durability != "fsync" or (
+            self.mode == LEADER and self.leader.may_lose_acknowledged_writes(len(self.members)))
 
 
 def parse_address(field_name: str, value: object) -> Address:
@@ -223,7 +253,7 @@ def parse_config(doc: dict, base_dir: Path) -> NodeConfig:
     # reason the two may differ); a node with no member list has no peers and any port does.
     peer = None if "peer" not in listen else parse_address("listen.peer", listen["peer"])
     members = _parse_members(cluster.get("members"), node_id, client,
-                             peer or Address(client.host, 0))
+                             peer or Address(client.host, 0), mode)
     if peer is None:
         peer = next(m.peer for m in members if m.id == node_id)
     if mode == STANDALONE and len(members) != 1:
@@ -232,8 +262,7 @@ def parse_config(doc: dict, base_dir: Path) -> NodeConfig:
     if mode != LEADER and "leader" in doc:
         raise ConfigError("leader", problem=f'leader settings need cluster.mode = "{LEADER}" '
                                             f'(it is {mode!r})')
-    leader, election_quorum = (_parse_leader(_table(doc, "leader"), members) if mode == LEADER
-                               else (LeaderSettings(), 1))
+    leader = _parse_leader(_table(doc, "leader"), members) if mode == LEADER else LeaderSettings()
 
     durability = storage.get("durability", "fsync")
     if durability not in DURABILITIES:
@@ -258,23 +287,26 @@ def parse_config(doc: dict, base_dir: Path) -> NodeConfig:
         client_idle_timeout_s=_number(clients, "clients", "idle_timeout_s",
                                       limits.client_idle_timeout_s_default, 0, False),
         leader=leader,
-        election_quorum=election_quorum,
         cluster_secret=(b"" if mode == STANDALONE or secret_file is None
                         else read_cluster_secret(secret_file)),
     )
 
 
-def _parse_leader(table: dict, members: tuple[Member, ...]) -> tuple[LeaderSettings, int]:
-    """The ``[leader]`` table as resolved ``LeaderSettings`` and the election quorum."""
+def _parse_leader(table: dict, members: tuple[Member, ...]) -> LeaderSettings:
+    """The ``[leader]`` table and the members' leader-mode keys as resolved ``LeaderSettings``."""
     for key in table:
         if key not in LEADER_KEYS:
             raise ConfigError(f"leader.{key}", f"one of the keys {', '.join(LEADER_KEYS)}", key)
-    member_ids = tuple(m.id for m in members)
+    candidates = tuple(m.id for m in members if m.candidate)
+    if not candidates:
+        raise ConfigError("cluster.members", problem="no member is a candidate (candidate = "
+                                                     "false on every one), so no leader can "
+                                                     "ever be elected; make one a candidate")
     defaults = LeaderSettings()
-    initial_leader = table.get("initial_leader", member_ids[0])
-    if initial_leader not in member_ids:
-        raise ConfigError("leader.initial_leader", f"a member id ({', '.join(member_ids)})",
-                          initial_leader)
+    initial_leader = table.get("initial_leader", candidates[0])
+    if initial_leader not in candidates:
+        raise ConfigError("leader.initial_leader",
+                          f"a candidate member id ({', '.join(candidates)})", initial_leader)
     follower_writes = table.get("follower_writes", defaults.follower_writes)
     if follower_writes not in FOLLOWER_WRITES:
         raise ConfigError("leader.follower_writes", " or ".join(map(repr, FOLLOWER_WRITES)),
@@ -287,19 +319,37 @@ def _parse_leader(table: dict, members: tuple[Member, ...]) -> tuple[LeaderSetti
             raise ConfigError(f"leader.{key}",
                               f"more than leader.heartbeat_interval_ms ({heartbeat_ms})",
                               numbers[key])
+    _check_election_timeouts(numbers)
     if numbers["log_hold_entries_max"] < numbers["log_retention_entries"]:
         raise ConfigError("leader.log_hold_entries_max",
                           f"at least leader.log_retention_entries "
                           f"({numbers['log_retention_entries']})",
                           numbers["log_hold_entries_max"])
-    settings = LeaderSettings(
+    return LeaderSettings(
         write_quorum=_quorum(table, "write_quorum", len(members)),
+        election_quorum=_quorum(table, "election_quorum", len(members)),
         initial_leader=initial_leader,
         follower_writes=follower_writes,
         client_addresses=tuple((m.id, str(m.client)) for m in members),
+        non_candidates=tuple(m.id for m in members if not m.candidate),
+        priorities=tuple((m.id, m.priority) for m in members if m.priority),
         **numbers,
     )
-    return settings, _quorum(table, "election_quorum", len(members))
+
+
+def _check_election_timeouts(numbers: dict[str, int]) -> None:
+    """A follower misses more than ``election_timeout_heartbeats_min`` heartbeats before it
+    calls an election, and the timeout is drawn from a range that is not empty."""
+    heartbeat_ms = numbers["heartbeat_interval_ms"]
+    least_ms, most_ms = numbers["election_timeout_min_ms"], numbers["election_timeout_max_ms"]
+    if least_ms <= election_timeout_heartbeats_min * heartbeat_ms:
+        raise ConfigError("leader.election_timeout_min_ms",
+                          f"more than {election_timeout_heartbeats_min} x "
+                          f"leader.heartbeat_interval_ms "
+                          f"({election_timeout_heartbeats_min * heartbeat_ms})", least_ms)
+    if most_ms <= least_ms:
+        raise ConfigError("leader.election_timeout_max_ms",
+                          f"more than leader.election_timeout_min_ms ({least_ms})", most_ms)
 
 
 def _quorum(table: dict, key: str, member_count: int) -> int:
@@ -333,7 +383,8 @@ def read_cluster_secret(path: Path) -> bytes:
     return secret
 
 
-def _parse_members(raw: object, node_id: str, client: Address, peer: Address) -> tuple[Member, ...]:
+def _parse_members(raw: object, node_id: str, client: Address, peer: Address,
+                   mode: str) -> tuple[Member, ...]:
     if raw is None:
         return (Member(node_id, peer, client),)
     if not isinstance(raw, list) or not raw:
@@ -343,11 +394,22 @@ def _parse_members(raw: object, node_id: str, client: Address, peer: Address) ->
         where = f"cluster.members[{i}]"
         if not isinstance(item, dict):
             raise ConfigError(where, "a table with id, peer and client", item)
+        for key in item:
+            if key not in MEMBER_KEYS:
+                raise ConfigError(f"{where}.{key}", f"one of the keys {', '.join(MEMBER_KEYS)}",
+                                  key)
+            if key in MEMBER_LEADER_KEYS and mode != LEADER:
+                raise ConfigError(f"{where}.{key}", problem=f'only with cluster.mode = '
+                                                            f'"{LEADER}" (it is {mode!r})')
         member_id = _string(item, where, "id")
         if any(m.id == member_id for m in members):
             raise ConfigError(f"{where}.id", "a member id used once", member_id)
+        candidate = item.get("candidate", True)
+        if not isinstance(candidate, bool):
+            raise ConfigError(f"{where}.candidate", "true or false", candidate)
         members.append(Member(member_id, parse_address(f"{where}.peer", item.get("peer")),
-                              parse_address(f"{where}.client", item.get("client"))))
+                              parse_address(f"{where}.client", item.get("client")), candidate,
+                              int(_number(item, where, "priority", 0, 0, True))))
     if not any(m.id == node_id for m in members):
         raise ConfigError("cluster.members", f"a member with this node's id {node_id!r}")
     return tuple(members)

@@ -11,7 +11,10 @@ follower is a ``slave`` of the leader's client address whose offset is its appli
 each follower's client address comes from ``cluster.members``. Redis's own fields keep their
 meaning (``lag`` is seconds since the replica last answered, the link is ``up`` while the
 leader was heard within ``follower_disconnected_ms``); everything Redis has no word for —
-epoch, quorum, commit index, entries behind — follows as ``chorus_*`` fields.
+epoch, quorum, commit index, entries behind — follows as ``chorus_*`` fields. In leader mode
+that includes failover: elections started, won and lost, how long the node has been without a
+known leader, how long the last failover took (-1: none yet), divergent entries pending and
+in all, whether the node is a candidate and its priority, and a switchover in progress.
 """
 
 from __future__ import annotations
@@ -396,8 +399,35 @@ def _info_replication(node: Node) -> list[tuple[str, object]]:
         log = status["log"]
         fields += [("chorus_log_first_index", log["first_index"]),
                    ("chorus_log_entries", log["entries"]), ("chorus_log_bytes", log["bytes"])]
+    fields += _info_failover(status)
     for number, member in enumerate(status["members"]):
         fields.append((f"chorus_follower{number}", _follower_line(member)))
+    return fields
+
+
+# The keys of ``status()["elections"]``, and the plain numbers of a leader-mode status shown
+# as ``chorus_<key>`` in INFO replication.
+ELECTION_OUTCOMES = ("started", "won", "lost")
+FAILOVER_NUMBERS = ("leaderless_ms", "divergent_entries", "divergent_total", "priority")
+
+
+def _info_failover(status: dict) -> list[tuple[str, object]]:
+    """Elections, time without a leader, divergent entries and a running switchover: each
+    field only when the mode reports the fact (a standalone node holds no elections)."""
+    elections = status.get("elections")
+    fields: list[tuple[str, object]] = [] if elections is None else [
+        (f"chorus_elections_{outcome}", elections[outcome]) for outcome in ELECTION_OUTCOMES]
+    fields += [(f"chorus_{key}", status[key]) for key in FAILOVER_NUMBERS if key in status]
+    if "last_failover_ms" in status:
+        last = status["last_failover_ms"]
+        fields.append(("chorus_last_failover_ms", -1 if last is None else last))
+    if "candidate" in status:
+        fields.append(("chorus_candidate", int(status["candidate"])))
+    switchover = status.get("switchover")
+    if switchover is not None:
+        state = switchover["state"].replace(" ", "_")      # INFO values have no spaces
+        fields.append(("chorus_switchover", f"target={switchover['target']},state={state},"
+                                            f"elapsed_ms={switchover['elapsed_ms']}"))
     return fields
 
 

@@ -9,7 +9,13 @@ Replication is not counted here at all: the core already keeps its positions, it
 follower and its counters, and ``StatusCollector`` turns one ``core.status()`` taken at scrape
 time into gauges and counters (``chorus_commit_index``, ``chorus_follower_lag_entries{follower}``,
 ``chorus_replication_entries_sent_total``, ...). A family appears only when the mode reports
-the fact it is made of, so a standalone node shows positions but no followers.
+the fact it is made of, so a standalone node shows positions but no followers and no elections.
+
+Failover (leader mode): ``chorus_elections_{started,won,lost}_total``,
+``chorus_leaderless_seconds`` (0 while a leader is known), ``chorus_last_failover_seconds``
+(from losing a leader to knowing the next; absent until the first failover), and the
+quarantined writes: ``chorus_divergent_entries`` (pending) and
+``chorus_divergent_entries_total`` (the entries quarantined here, resolved or not).
 """
 
 from __future__ import annotations
@@ -155,6 +161,13 @@ _REPLICATION_COUNTER_HELP = {
 }
 
 
+_ELECTION_HELP = {
+    "started": "Elections this node started as a candidate",
+    "won": "Elections this node won",
+    "lost": "Elections this node started and did not win",
+}
+
+
 class StatusCollector:
     """The replication metrics in one ``core.status()`` dict; see the module docstring.
 
@@ -185,6 +198,7 @@ class StatusCollector:
         yield self._gauge("chorus_epoch", "Leader epoch (term) this node is in", status["epoch"])
         yield self._gauge("chorus_is_leader", "1 if this node is its cluster's leader",
                           int(status["leader_id"] == self.node_id))
+        yield from self._failover(status)
         if "log" in status:
             log = status["log"]
             yield self._gauge("chorus_log_first_index", "Index of the oldest entry kept",
@@ -203,6 +217,34 @@ class StatusCollector:
         yield from self._followers(status["members"])
         if "replication" in status:
             yield from self._replication(status["replication"])
+
+    def _counter(self, name: str, help_text: str, value: float) -> CounterMetricFamily:
+        family = CounterMetricFamily(name, help_text, labels=["node"])
+        family.add_metric([self.node_id], value)
+        return family
+
+    def _failover(self, status: dict):
+        """Elections, time without a leader and divergent entries, as far as reported."""
+        elections = status.get("elections")
+        if elections is not None:
+            for outcome, help_text in _ELECTION_HELP.items():
+                yield self._counter(f"chorus_elections_{outcome}", help_text, elections[outcome])
+        if "leaderless_ms" in status:
+            yield self._gauge("chorus_leaderless_seconds",
+                              "Seconds this node has been without a known leader (0: it knows one)",
+                              status["leaderless_ms"] / 1000)
+        if status.get("last_failover_ms") is not None:
+            yield self._gauge("chorus_last_failover_seconds",
+                              "Seconds the last failover took, from losing the leader to knowing "
+                              "the next", status["last_failover_ms"] / 1000)
+        if "divergent_entries" in status:
+            yield self._gauge("chorus_divergent_entries",
+                              "Divergent entries pending: removed from the log, neither "
+                              "reapplied nor discarded", status["divergent_entries"])
+        if "divergent_total" in status:
+            yield self._counter("chorus_divergent_entries",
+                                "Divergent entries quarantined on this node, resolved or not",
+                                status["divergent_total"])
 
     def _followers(self, members: list[dict]):
         """Per-follower families, on a leader (the members it streams to)."""
@@ -233,12 +275,9 @@ class StatusCollector:
 
     def _replication(self, counters: dict[str, int]):
         for name in sorted(counters):
-            family = CounterMetricFamily(
-                f"chorus_replication_{name}",
-                _REPLICATION_COUNTER_HELP.get(name, f"Replication counter {name}"),
-                labels=["node"])
-            family.add_metric([self.node_id], counters[name])
-            yield family
+            yield self._counter(f"chorus_replication_{name}",
+                                _REPLICATION_COUNTER_HELP.get(name, f"Replication counter {name}"),
+                                counters[name])
         appends = counters.get("append_messages_sent", 0)
         yield self._gauge("chorus_replication_entries_per_append",
                           "Mean entries per Append message since start (heartbeats included)",

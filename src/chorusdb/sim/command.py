@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from chorusdb.sim.params import DURABILITIES, FAULT_KINDS, SimConfig
-from chorusdb.sim.runner import SeedReport, known_bugs, run_seed
+from chorusdb.sim.runner import SeedReport, bug_write_quorum, known_bugs, run_seed
 
 DESCRIPTION = ("Run whole simulated clusters of real cores under faults, one seed each, and "
                "check every history; exits 1 when a seed fails.")
@@ -75,8 +75,9 @@ def config_from(args: argparse.Namespace) -> SimConfig:
         raise ValueError("--write-quorum: leader mode only, from 1 to the number of nodes")
     if args.seeds is not None and args.seeds < 1:
         raise ValueError("--seeds must be at least 1")
+    write_quorum = args.write_quorum or (bug_write_quorum(args.mode, args.bug) if args.bug else 0)
     return SimConfig(mode=args.mode, durability=args.durability, nodes=args.nodes,
-                     faults=faults, bug=args.bug, write_quorum=args.write_quorum)
+                     faults=faults, bug=args.bug, write_quorum=write_quorum)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -39,7 +39,7 @@ from chorusdb.sim.world import World
 from chorusdb.verify.history import HistoryRecorder
 
 mid_persist_crash_probability = 0.5
-disk_loss_probability = 0.15         # of a SIGKILLed cluster member: its data directory is gone
+disk_loss_probability = 0.3          # of a SIGKILLed cluster member: its data directory is gone
 downtime_ms_min = 10
 downtime_ms_max = 3000
 pause_ms_min = 20
@@ -121,7 +121,8 @@ class Nemesis:
         # Drawn only in clusters, so single-node seeds keep their draws.
         lose_disk = (not power_loss and len(self.nodes) > 1
                      and node.role() not in node.core_class.DATA_LOSS_EXEMPT_ROLES
-                     and self.rng.random() < disk_loss_probability)
+                     and self.rng.random() < disk_loss_probability
+                     and self._others_hold_everything(node))
         if self.rng.random() < mid_persist_crash_probability:
             self._note("armed", {"node": node.node_id, "crash": kind})
             node.crash_during_next_persist(ArmedCrash(
@@ -130,6 +131,27 @@ class Nemesis:
         else:
             node.crash(power_loss=power_loss, torn_probability=self.params.torn_probability)
             self._crashed(node, kind, lose_disk)
+        return True
+
+    def _others_hold_everything(self, victim: SimNode) -> bool:
+        """A disk is lost only while every other member is up and holds all that any member
+        knows to be committed, and the victim quarantined nothing: one lost copy is what
+        replication must survive, losing the last copies of a write is not (after a failover,
+        any member may hold the only copies of some writes, not just the leader)."""
+        others = [node for node in self.nodes.values() if node is not victim]
+        if not all(node.is_up for node in others):
+            return False
+        if victim.core.status().get("divergent_entries"):
+            return False            # the only copies of the writes it quarantined
+        statuses = [node.core.status() for node in self.nodes.values() if node.is_up]
+        committed = max(status["commit_position"]["index"] for status in statuses)
+        victim_end = victim.core.status()["position"]
+        for node in others:
+            status = node.core.status()
+            end = status["position"]
+            if end["index"] < max(committed, victim_end["index"]) or end["epoch"] < victim_end[
+                    "epoch"]:
+                return False
         return True
 
     def _crashed(self, node: SimNode, kind: str, lose_disk: bool) -> None:

@@ -47,7 +47,10 @@ from chorusdb.core.model import (
     ClearRecords,
     DeleteKeys,
     DeleteRecord,
+    Effect,
+    EpochStart,
     FlushAll,
+    PutDivergent,
     PutRecord,
     RecoveredState,
     Write,
@@ -120,21 +123,36 @@ class NodeObserver(Protocol):
 Reply = Callable[[ClientReply], None]
 
 
+def effect_keys(effect: Effect) -> tuple[bytes, ...] | None:
+    """The keys ``effect`` changes; ``None`` if it changes every key."""
+    kind = type(effect)
+    if kind is DeleteKeys:
+        return effect.keys
+    if kind is FlushAll:
+        return None
+    if kind is EpochStart:
+        return ()
+    return (effect.key,)
+
+
 def keys_written(writes: list[Write]) -> frozenset[bytes] | None:
-    """The keys whose stored state ``writes`` change; ``None`` if they clear every key."""
-    keys = set()
+    """The keys whose stored state ``writes`` change; ``None`` if they clear every key.
+
+    The log counts as stored state: an appended entry writes its keys, and so does an entry a
+    ``TruncateLogAfter`` removes (losing the truncation brings it back). The removed entries are
+    the ones the ``PutDivergent`` writes of the same batch quarantine, so those name their keys.
+    """
+    keys: set[bytes] = set()
     for write in writes:
         kind = type(write)
         if kind is PutRecord or kind is DeleteRecord:
             keys.add(write.key)
-        elif kind is AppendEntry:
-            effect = write.entry.effect
-            if type(effect) is DeleteKeys:
-                keys.update(effect.keys)
-            elif type(effect) is FlushAll:
+        elif kind is AppendEntry or kind is PutDivergent:
+            entry = write.entry if kind is AppendEntry else write.item.entry
+            changed = effect_keys(entry.effect)
+            if changed is None:
                 return None
-            else:
-                keys.add(effect.key)
+            keys.update(changed)
         elif kind is ClearRecords:
             return None
     return frozenset(keys)

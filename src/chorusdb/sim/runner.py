@@ -28,7 +28,17 @@ crash, what was lost). When a power loss under ``"os"`` drops or tears records, 
 a loss window for that node from its last sync to the crash, plus one client timeout (a reply
 sent just before the crash may still be on its way), writes it into the history as a
 ``loss-window`` note (a saved history re-checks alone) and hands it to the lost-writes checker,
-which reports the losses it covers as *allowed* (attributed) rather than failures.
+which reports the losses it covers as *allowed* (attributed) rather than failures. In a
+cluster the window covers every node's acknowledgements: the lost copy may have been a
+follower's, one of the W copies behind a write the leader acknowledged.
+
+**Quarantined losses** (leader mode with W + Q <= N, or durability ``"os"``). A failover there
+may drop acknowledged writes, but never silently: after the final reads, every entry in any
+node's ``divergent`` table that its leader had acknowledged (the cores emit
+``WriteAcknowledged`` notes in leader mode) becomes a loss window of that acknowledgement plus
+one client timeout, and every quarantined entry's keys count as damaged (a read on its leader
+may have shown it). A lost write no table holds is still a failure: that is the negative
+control the ``drop_divergent`` bug proves.
 
 The keys that the dropped records wrote (the simulator knows them exactly: it handed those
 records to the store) are the keys whose operations overlap the window *and* actually lost
@@ -51,15 +61,24 @@ from functools import partial
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from chorusdb.core.api import ClientCommand, ClientReply, CoreConfig, Probe, Ready
+from chorusdb.core.api import (
+    ClientCommand,
+    ClientReply,
+    Committed,
+    CoreConfig,
+    Probe,
+    Ready,
+    WriteAcknowledged,
+)
 from chorusdb.core.leader import LeaderSettings
-from chorusdb.core.model import RecoveredState
+from chorusdb.core.model import Position, RecoveredState
 from chorusdb.core.modes import core_class
+from chorusdb.replies import DEFINITE_ERROR_CLASSES, Error
 from chorusdb.sim.clock import NodeClock
 from chorusdb.sim.invariants import Invariants
 from chorusdb.sim.nemesis import Nemesis
 from chorusdb.sim.network import Network
-from chorusdb.sim.node import SimNode
+from chorusdb.sim.node import SimNode, effect_keys
 from chorusdb.sim.params import SeedParams, SimConfig
 from chorusdb.sim.workload import Workload, read_command
 from chorusdb.sim.world import World
@@ -69,7 +88,6 @@ from chorusdb.verify.check import (
     CONSISTENT_PREFIX,
     CONVERGENCE,
     LINEARIZABLE,
-    NO_LOST_WRITES,
     SESSION,
     FinalState,
     check_all,
@@ -87,6 +105,8 @@ QUIESCED_FIELDS = ("position", "commit_position", "applied_position")
 events_per_seed_max = 1_000_000     # a seed runs ~20-40 k; more means something spins
 traceback_frames_max = 12            # innermost frames shown when a run raises
 final_reads_us_max = 5_000_000       # local reads must all be answered within this
+final_read_attempts_max = 20         # a final read refused this often is recorded as refused
+final_read_retry_us = 100_000        # wait before asking a refused final read again
 clock_epoch_ms = 1_700_000_000_000   # every node's clock starts near this wall time
 # Not held on keys a loss damaged (module docstring); the other claims judge every key.
 CLAIMS_VOIDED_BY_LOSS = frozenset({LINEARIZABLE, CONSISTENT_PREFIX, SESSION})
@@ -104,6 +124,11 @@ def core_settings(config: SimConfig, params: SeedParams) -> object:
                               log_hold_entries_max=params.log_retention_entries)
     assert not config.write_quorum, "--write-quorum is a leader-mode setting"
     return None
+
+
+def bug_write_quorum(mode: str, bug: str) -> int:
+    """The write quorum under which ``bug`` shows (0: the mode's default)."""
+    return getattr(core_class(mode), "BUG_WRITE_QUORUMS", {}).get(bug, 0)
 
 
 def known_bugs(mode: str) -> dict[str, str]:
@@ -162,9 +187,12 @@ class _Observer:
         self.invariants.on_carried_out(node)
         world = self.run.world
         for note in ready.notes:
-            if type(note) is Probe:
+            kind = type(note)
+            if kind is Probe:
                 world.probe(note.name)
-            else:
+            elif kind is WriteAcknowledged:
+                self.run.acknowledged_at_us[(node.node_id, note.position)] = world.now_us
+            elif kind is not Committed:
                 world.trace("note", node.node_id, note)
                 self.run.recorder.note(node.node_id, type(note).__name__, repr(note),
                                        time=world.now_us * 1000, node=node.node_id)
@@ -189,7 +217,10 @@ class _Observer:
         if report.power_loss and run.config.durability == "os" and lost_keys != frozenset():
             # A reply sent before the crash may reach its client up to a timeout later.
             reply_in_flight_us = run.params.workload.timeout_us
-            window = LossWindow(node=node.node_id, start_time=node.last_sync_us * 1000,
+            # In a cluster the lost copy may be a follower's, part of the W copies behind an
+            # acknowledgement any member gave; a failover can then drop the write.
+            window = LossWindow(node=node.node_id if len(run.nodes) == 1 else None,
+                                start_time=node.last_sync_us * 1000,
                                 end_time=(world.now_us + reply_in_flight_us) * 1000,
                                 reason=f"power loss on {node.node_id}, durability=os")
             run.loss_windows.append(window)
@@ -222,6 +253,9 @@ class SeedRun:
         self.params = params = SeedParams.draw(config, world.streams["params"])
         self.recorder = HistoryRecorder()
         self.loss_windows: list[LossWindow] = []
+        # (leader, position) -> when it acknowledged the write there (leader mode, where
+        # W + Q <= N may lose acknowledged writes that a failover then quarantines).
+        self.acknowledged_at_us: dict[tuple[str, Position], int] = {}
         # Keys written by records a loss dropped (None: every key, a dropped record cleared all).
         self.damaged_keys: frozenset[bytes] | None = frozenset()
         self.observer = _Observer(self)
@@ -237,7 +271,8 @@ class SeedRun:
             self.nodes[node_id] = SimNode(
                 world=world, network=self.network, core_class=mode_class,
                 config=CoreConfig(node_id=node_id, members=node_ids, bugs=core_bugs,
-                                  settings=core_settings(config, params)),
+                                  settings=core_settings(config, params),
+                                  history_notes=config.mode == LeaderSettings.mode),
                 store=MemoryStore(durability=config.durability,
                                   verify_crc=config.bug != "skip_crc_check"),
                 clock=NodeClock(clock_epoch_ms * 1000 + skew_us, drift_ppm),
@@ -298,16 +333,11 @@ class SeedRun:
     def read_final_state(self) -> list[str]:
         """Read every key on every node; returns the problems (unanswered reads)."""
         workload = self.workload
-        recorder = self.recorder
         expected = 0
         for node_id, node in self.nodes.items():
             for key, kind in sorted(workload.keys.kinds.items()):
-                f, command = read_command(kind, key)
-                process = workload.new_process()
-                recorder.invoke(process, f, key, time=self.world.now_us * 1000, node=node_id)
                 expected += 1
-                node.propose_locally(workload.new_request_id(), command,
-                                     _FinalRead(self, node_id, key, process).answer)
+                _FinalRead(self, node_id, key, kind).start()
             node.propose_locally(workload.new_request_id(), DIGEST_COMMAND,
                                  partial(self._digest_answered, node_id))
         self._final_reads_expected = expected
@@ -335,18 +365,38 @@ class SeedRun:
 
 @dataclass(slots=True)
 class _FinalRead:
+    """One key read on one node after heal; a definite refusal (the node is not sure its data
+    is committed yet, or it just stopped leading) is recorded as failed and asked again."""
+
     run: SeedRun
     node_id: str
     key: bytes
-    process: int
+    kind: str
+    process: int = -1
+    attempts: int = 0
+
+    def start(self) -> None:
+        run = self.run
+        workload = run.workload
+        f, command = read_command(self.kind, self.key)
+        self.process = workload.new_process()
+        self.attempts += 1
+        run.recorder.invoke(self.process, f, self.key, time=run.world.now_us * 1000,
+                            node=self.node_id)
+        run.nodes[self.node_id].propose_locally(workload.new_request_id(), command, self.answer)
 
     def answer(self, reply: ClientReply) -> None:
         run = self.run
         value = reply.value
+        time = run.world.now_us * 1000
+        if isinstance(value, Error) and value.error_class in DEFINITE_ERROR_CLASSES \
+                and self.attempts < final_read_attempts_max:
+            run.recorder.fail(self.process, time=time, error=value.text, node=self.node_id)
+            run.world.after(final_read_retry_us, self.start)
+            return
         result = tuple(value) if isinstance(value, list) else value
         run.final_reads[self.node_id][self.key] = result
-        run.recorder.ok(self.process, time=run.world.now_us * 1000, value=result,
-                        node=self.node_id)
+        run.recorder.ok(self.process, time=time, value=result, node=self.node_id)
 
 
 def run_seed(config: SimConfig, seed: int) -> SeedReport:
@@ -384,9 +434,43 @@ def claims_of(mode: str) -> frozenset[str]:
     return claims
 
 
+def _quarantined_losses(run: SeedRun) -> None:
+    """With W + Q <= N, or durability "os" (a power loss takes a follower's copy), a failover
+    may lose acknowledged writes, but each must then sit in some
+    node's ``divergent`` table: each quarantined entry that was acknowledged becomes a loss
+    window (that acknowledgement, plus a client timeout for the reply in flight). Every
+    quarantined entry damages its keys, acknowledged or not: a read on its leader may have
+    shown it. A lost write that no table holds stays a failure."""
+    settings = core_settings(run.config, run.params)
+    if not isinstance(settings, LeaderSettings) or not (
+            run.config.durability == "os"       # a follower's power loss may take its copy
+            or settings.may_lose_acknowledged_writes(len(run.nodes))):
+        return
+    reply_in_flight_us = run.params.workload.timeout_us
+    for node in run.nodes.values():
+        for item in node.core.divergent:
+            keys = effect_keys(item.entry.effect)
+            run.damaged_keys = None if keys is None or run.damaged_keys is None \
+                else run.damaged_keys | frozenset(keys)
+            acknowledged_us = run.acknowledged_at_us.get((item.leader, item.entry.position))
+            if acknowledged_us is None:
+                continue            # never acknowledged: nobody was told, nothing to excuse
+            window = LossWindow(node=None, start_time=acknowledged_us * 1000,
+                                end_time=(acknowledged_us + reply_in_flight_us) * 1000,
+                                reason=f"W + Q <= N: {item.entry.position} quarantined on "
+                                       f"{node.node_id}")
+            run.loss_windows.append(window)
+            run.world.probe("acknowledged_write_quarantined")
+            run.recorder.note(node.node_id, LOSS_WINDOW_NOTE,
+                              {"node": window.node, "start_time": window.start_time,
+                               "end_time": window.end_time, "reason": window.reason},
+                              time=run.world.now_us * 1000, node=node.node_id)
+
+
 def _check(run: SeedRun, report: SeedReport) -> None:
     """Run the mode's checkers; keys damaged inside a loss window get the weaker set (module
     docstring)."""
+    _quarantined_losses(run)
     history = run.recorder.history
     first_node = next(iter(run.final_reads))
     final_state = FinalState(values=run.final_reads[first_node], digests=run.digests(),

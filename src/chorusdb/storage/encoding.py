@@ -5,40 +5,44 @@ The tags below are an **on-disk format**: a SQLite file or a snapshot written to
 by every later version, so a tag is never reused for another type and a type whose fields change
 gets a new tag (the old one stays readable or the schema version moves).
 
-==== =================== ====================================================================
-tag  type                where it is stored
-==== =================== ====================================================================
-1    ``Position``        inside log entries and storage records
-2    ``Record``          inside ``PutRecord`` (in-memory store records)
-10   ``SetValue``        effect of a log entry
-11   ``PushItems``       effect of a log entry
-12   ``PopItems``        effect of a log entry
-13   ``DeleteKeys``      effect of a log entry
-14   ``SetExpiry``       effect of a log entry
-15   ``FlushAll``        effect of a log entry
-20   ``LogEntry``        inside the in-memory store's records
-30   ``PutRecord``       a write, in an in-memory store record
-31   ``DeleteRecord``    a write, in an in-memory store record
-32   ``ClearRecords``    a write, in an in-memory store record
-33   ``AppendEntry``     a write, in an in-memory store record
-34   ``PutMeta``         a write, in an in-memory store record
-35   ``TrimLogBefore``   a write, in an in-memory store record (log retention)
-36   ``ResetLog``        a write, in an in-memory store record (a snapshot install)
-40   (retired)           was ``TrimLog``, storage's own trim before ``TrimLogBefore``; never
-                         reuse it (no in-memory record outlives its process, so none is left)
-41   ``ResetStore``      storage's own operation: a snapshot replaced everything
-==== =================== ====================================================================
+==== ==================== ===================================================================
+tag  type                 where it is stored
+==== ==================== ===================================================================
+1    ``Position``         inside log entries and storage records
+2    ``Record``           inside ``PutRecord`` (in-memory store records)
+10   ``SetValue``         effect of a log entry
+11   ``PushItems``        effect of a log entry
+12   ``PopItems``         effect of a log entry
+13   ``DeleteKeys``       effect of a log entry
+14   ``SetExpiry``        effect of a log entry
+15   ``FlushAll``         effect of a log entry
+16   ``EpochStart``       effect of a log entry (the first entry of an epoch in leader mode)
+20   ``LogEntry``         inside the in-memory store's records
+21   ``DivergentEntry``   inside ``PutDivergent``
+30   ``PutRecord``        a write, in an in-memory store record
+31   ``DeleteRecord``     a write, in an in-memory store record
+32   ``ClearRecords``     a write, in an in-memory store record
+33   ``AppendEntry``      a write, in an in-memory store record
+34   ``PutMeta``          a write, in an in-memory store record
+35   ``TrimLogBefore``    a write, in an in-memory store record (log retention)
+36   ``ResetLog``         a write, in an in-memory store record (a snapshot install)
+37   ``TruncateLogAfter`` a write, in an in-memory store record (a divergent suffix removed)
+38   ``PutDivergent``     a write, in an in-memory store record (a row of the divergent table)
+40   (retired)            was ``TrimLog``, storage's own trim before ``TrimLogBefore``; never
+                          reuse it (no in-memory record outlives its process, so none is left)
+41   ``ResetStore``       storage's own operation: a snapshot replaced everything
+==== ==================== ===================================================================
 
 Three formats are built from these:
 
 - **Record values** (the SQLite ``data.value`` column): a string is its bytes as they are; a list
   is the msgpack array of its items. The kind is a column of its own, so the value needs no tag.
-- **Log entries** (the SQLite ``log`` table): the encoded effect in the ``entry`` column (the
-  position is the row's own ``(epoch, idx)``) and, in the ``crc`` column, a CRC32C over the
-  position (two big-endian u64) followed by those bytes — so an entry found at another position
-  than it was written at fails too. On read the CRC is checked and the bytes must decode to an
-  effect; any failure raises ``CorruptRecord``, because a record that fails its check is an
-  error, never data.
+- **Log entries** (the SQLite ``log`` table, and the entries of its ``divergent`` table): the
+  encoded effect in the ``entry`` column (the position is the row's own ``(epoch, idx)``) and,
+  in the ``crc`` column, a CRC32C over the position (two big-endian u64) followed by those
+  bytes — so an entry found at another position than it was written at fails too. On read the
+  CRC is checked and the bytes must decode to an effect; any failure raises ``CorruptRecord``,
+  because a record that fails its check is an error, never data.
 - **Storage records** (the in-memory store's disk model, and its snapshot images): one record per
   transaction, ``crc32c(payload)`` as 4 big-endian bytes followed by ``payload``, the encoded
   tuple of the transaction's operations (writes, and ``ResetStore`` in snapshot images). A record
@@ -59,12 +63,15 @@ from chorusdb.core.model import (
     ClearRecords,
     DeleteKeys,
     DeleteRecord,
+    DivergentEntry,
+    EpochStart,
     FlushAll,
     Kind,
     LogEntry,
     PopItems,
     Position,
     PushItems,
+    PutDivergent,
     PutMeta,
     PutRecord,
     Record,
@@ -72,6 +79,7 @@ from chorusdb.core.model import (
     SetExpiry,
     SetValue,
     TrimLogBefore,
+    TruncateLogAfter,
 )
 from chorusdb.storage.base import EFFECT_TYPES
 from chorusdb.wire.codec import CodecError, DataclassCodec
@@ -87,7 +95,8 @@ class CorruptRecord(Exception):
 @dataclass(frozen=True, slots=True)
 class ResetStore:
     """Everything was replaced by a snapshot taken at ``position``: no data, no meta, an empty
-    log whose last position is ``position``. The snapshot's rows follow in the same record."""
+    log whose last position is ``position``. The snapshot's rows follow in the same record. The
+    divergent table stays: it is the node's own, not part of the state at a position."""
 
     position: Position
 
@@ -101,7 +110,9 @@ STORAGE_TYPE_TAGS = MappingProxyType({
     13: DeleteKeys,
     14: SetExpiry,
     15: FlushAll,
+    16: EpochStart,
     20: LogEntry,
+    21: DivergentEntry,
     30: PutRecord,
     31: DeleteRecord,
     32: ClearRecords,
@@ -109,6 +120,8 @@ STORAGE_TYPE_TAGS = MappingProxyType({
     34: PutMeta,
     35: TrimLogBefore,
     36: ResetLog,
+    37: TruncateLogAfter,
+    38: PutDivergent,
     41: ResetStore,
 })
 """Tag -> type of every value storage encodes; see the table in the module docstring."""

@@ -5,7 +5,7 @@ leaves on disk, so the simulator can test recovery without files.
 
 **The disk model.** Every transaction (a commit, a group commit, a log trim) becomes one
 *storage record* (``encoding.encode_transaction``: a CRC32C over the whole transaction, then the
-transaction's writes, ``TrimLogBefore`` and ``ResetLog`` among them) appended to the disk. A
+transaction's writes, the log's own and ``PutDivergent`` among them) appended to the disk. A
 record is first *written* (in the OS page cache: ``pending``) and becomes *durable* when synced
 (on the platter)::
 
@@ -23,7 +23,9 @@ record is first *written* (in the OS page cache: ``pending``) and becomes *durab
 - ``recover()`` replays the records in order, checks each CRC, and stops at the first bad one,
   dropping it and everything after it (``last_recovery`` says how many and whether a torn record
   was found: the simulator's ``torn_record_recovered`` probe). A record is all or nothing, so a
-  torn record that carried a ``ResetLog`` or a trim leaves the log as it was before it.
+  torn record that carried a ``ResetLog``, a trim or a truncation leaves the log as it was
+  before it, and one that carried a truncation with the ``PutDivergent`` rows of the entries it
+  removed leaves neither: the entries are back in the log and not in the divergent table.
 
 With ``verify_crc=False`` (the simulator's known-bug switch) recovery skips the CRC check: a
 torn record that still decodes is replayed as if it were intact, which silently corrupts keys or
@@ -35,7 +37,8 @@ records, and ``recover()`` only copies it. Durable records are folded into a *ch
 state they produce; only durable records, so a power loss never has to undo it) once
 ``fold_records_min`` of them accumulate, which bounds both memory and replay time: after a power
 loss the state is the checkpoint plus the records that survived. ``restore`` replaces the
-checkpoint and empties the disk, as the SQLite store replaces its file.
+checkpoint and empties the disk, as the SQLite store replaces its file; the new checkpoint keeps
+the divergent table, which the SQLite store copies into the file it restores too.
 
 No file I/O, no clock, no global random: ``crash`` draws from the ``random.Random`` it is given.
 """
@@ -53,22 +56,25 @@ from chorusdb.core.model import (
     AppendEntry,
     ClearRecords,
     DeleteRecord,
+    DivergentEntry,
     LogEntry,
     Position,
+    PutDivergent,
     PutMeta,
     PutRecord,
     Record,
     RecoveredState,
     ResetLog,
     TrimLogBefore,
+    TruncateLogAfter,
     Write,
 )
 from chorusdb.storage import base
 from chorusdb.storage.base import (
+    LogCheck,
     LogCompacted,
     Snapshot,
     check_durability,
-    validate_writes,
 )
 from chorusdb.storage.encoding import (
     CorruptRecord,
@@ -123,9 +129,9 @@ class CrashReport:
 
 
 class _State:
-    """Data, meta and log materialised from storage records."""
+    """Data, meta, log and divergent table materialised from storage records."""
 
-    __slots__ = ("records", "meta", "log_indexes", "log_entries", "base")
+    __slots__ = ("records", "meta", "log_indexes", "log_entries", "base", "divergent")
 
     def __init__(self) -> None:
         self.records: dict[bytes, Record] = {}
@@ -133,8 +139,10 @@ class _State:
         self.log_indexes: list[int] = []
         self.log_entries: list[LogEntry] = []
         self.base = ZERO_POSITION
-        """The last position when the log is empty: the last entry retention removed, or the
-        position of a ``ResetLog`` or a restored snapshot."""
+        """The position before the first entry, and the last position when the log is empty:
+        the last entry retention removed, or the position of a ``ResetLog`` or a restored
+        snapshot."""
+        self.divergent: dict[int, DivergentEntry] = {}
 
     def copy(self) -> _State:
         state = _State()
@@ -143,11 +151,21 @@ class _State:
         state.log_indexes = list(self.log_indexes)
         state.log_entries = list(self.log_entries)
         state.base = self.base
+        state.divergent = dict(self.divergent)
         return state
 
     @property
     def last_position(self) -> Position:
         return self.log_entries[-1].position if self.log_entries else self.base
+
+    def entry_before(self, index: int) -> Position | None:
+        """The position of the entry with the highest index below ``index``, if any."""
+        count = bisect.bisect_left(self.log_indexes, index)
+        return self.log_entries[count - 1].position if count else None
+
+    def log_check(self) -> LogCheck:
+        """A check of writes to be applied to this state."""
+        return LogCheck(self.base, self.last_position, self.entry_before)
 
     def apply(self, operation: object) -> None:
         kind = type(operation)
@@ -168,6 +186,13 @@ class _State:
                 self.base = self.log_entries[cut - 1].position
                 del self.log_indexes[:cut]
                 del self.log_entries[:cut]
+        elif kind is TruncateLogAfter:
+            kept = bisect.bisect_right(self.log_indexes, operation.position.index)
+            del self.log_indexes[kept:]
+            del self.log_entries[kept:]
+            assert self.last_position == operation.position, (self.last_position, operation)
+        elif kind is PutDivergent:
+            self.divergent[operation.item.entry_id] = operation.item
         elif kind is ResetLog:
             self.log_indexes = []
             self.log_entries = []
@@ -181,17 +206,15 @@ class _State:
             self.base = operation.position
 
 
-def _check_replayed(operations: tuple[object, ...], last: Position) -> None:
+def _check_replayed(operations: tuple[object, ...], state: _State) -> None:
     """Raise ``CorruptRecord`` unless a decoded record holds operations a store could have
-    written after ``last`` (only a record replayed without its CRC check can fail this)."""
+    written onto ``state`` (only a record replayed without its CRC check can fail this)."""
+    check = state.log_check()
     try:
         for operation in operations:
-            if type(operation) is ResetStore:
-                if type(operation.position) is not Position:
-                    raise TypeError(f"reset to {operation.position!r:.40}")
-                last = operation.position
-            else:
-                last = validate_writes((operation,), last)
+            # A ``ResetStore`` does to the log what a ``ResetLog`` does, and is checked as one.
+            check.check((ResetLog(operation.position) if type(operation) is ResetStore
+                         else operation,))
     except (TypeError, ValueError) as error:
         raise CorruptRecord(f"storage record holds an impossible operation: {error}") from error
 
@@ -278,7 +301,7 @@ class MemoryStore:
         for count, record in enumerate(records):
             try:
                 operations = decode_transaction(record.data, verify_crc=self.verify_crc)
-                _check_replayed(operations, state.last_position)
+                _check_replayed(operations, state)
             except CorruptRecord as error:
                 return count, error
             for operation in operations:
@@ -301,7 +324,9 @@ class MemoryStore:
         live = self._live
         tail_start = max(0, len(live.log_entries) - base.recover_log_entries_max)
         log = tuple(live.log_entries[tail_start:])
-        return RecoveredState(dict(live.records), dict(live.meta), live.last_position, log)
+        divergent = tuple(live.divergent[entry_id] for entry_id in sorted(live.divergent))
+        return RecoveredState(dict(live.records), dict(live.meta), live.last_position, log,
+                              divergent)
 
     def commit(self, writes: Sequence[Write]) -> None:
         self.commit_many((writes,))
@@ -313,15 +338,17 @@ class MemoryStore:
     def _write_batches(self, batches: Sequence[Sequence[Write]]) -> bool:
         """Check, encode and apply ``batches`` as one pending record; False if they were empty."""
         state = self._state
-        last = state.last_position
+        check = state.log_check()
         for writes in batches:
-            last = validate_writes(writes, last)
+            check.check(writes)
         operations = [write for writes in batches for write in writes]
         if not operations:
             return False
         record = _DiskRecord(encode_transaction(operations), operations)
         for operation in operations:
             state.apply(operation)
+        assert (state.base, state.last_position) == (check.base, check.last), (
+            state.base, state.last_position, check.base, check.last)
         self._records.append(record)
         self.commits_total += 1
         self.writes_total += len(operations)
@@ -366,8 +393,9 @@ class MemoryStore:
         operations = decode_transaction(snapshot.image, verify_crc=True)
         if not operations or operations[0] != ResetStore(snapshot.position):
             raise CorruptRecord(f"snapshot image does not start at {snapshot.position}")
-        _check_replayed(operations, state.last_position)
+        _check_replayed(operations, state)
         checkpoint = _State()
+        checkpoint.divergent = dict(state.divergent)
         for operation in operations:
             checkpoint.apply(operation)
         self._checkpoint = checkpoint

@@ -1,6 +1,6 @@
 """The node's durable state in one SQLite file (WAL mode): the ``Store`` of a real node.
 
-The file is ``data_dir/chorus.sqlite3`` and holds four tables (schema version 1, kept in
+The file is ``data_dir/chorus.sqlite3`` and holds five tables (schema version 1, kept in
 ``PRAGMA user_version``)::
 
     data(key BLOB PRIMARY KEY, kind INTEGER, value BLOB, expire_at_ms INTEGER, version INTEGER)
@@ -9,24 +9,34 @@ The file is ``data_dir/chorus.sqlite3`` and holds four tables (schema version 1,
     log_base(id = 0, epoch INTEGER, idx INTEGER) -- the last position retention removed, or
                                                  -- the one a reset or a snapshot set: the
                                                  -- log's last position when it is empty
+    divergent(id INTEGER PRIMARY KEY, epoch INTEGER, idx INTEGER, entry BLOB, crc INTEGER,
+              leader TEXT, removed_at_ms INTEGER, removed_by TEXT, verified INTEGER,
+              resolution TEXT, resolved_by TEXT, resolved_at_ms INTEGER)
 
-Values and log entries are encoded by ``storage.encoding``; ``crc`` is the CRC32C of ``entry``.
+Values and log entries are encoded by ``storage.encoding``; ``crc`` is the CRC32C of ``entry``
+and its position, in ``log`` and in ``divergent`` alike (a divergent row is a removed log entry
+plus who removed it, when, and how it was resolved; ``verified`` is 0 or 1). The divergent
+table joined schema version 1 after its first release: a table added is not a new version
+(an older ChorusDB ignores it), so opening a file that lacks it creates it.
 
 **Commits.** One ``BEGIN IMMEDIATE ... COMMIT`` per ``commit``/``commit_many``, however many
-batches it carries. The writes are checked first (``base.validate_writes``), then folded per
+batches it carries. The writes are checked first (``base.LogCheck``), then folded per
 table: data writes into the final state of each key touched (a later write of a key replaces an
 earlier one, a ``ClearRecords`` forgets everything before it), meta writes into the final value
-of each name, log writes into steps kept in order: runs of appends (one ``executemany`` each),
-trims and resets (a ``ResetLog`` drops the steps before it, whose rows it would delete anyway).
-Tables are independent, so this gives the same result as applying the writes one by one; a
-batch without trims or resets takes at most five statements: ``DELETE FROM data`` (if
-cleared), upserts, deletes, meta upserts, log inserts. The SQL strings are constants, so
+of each name, divergent rows into the final row of each id, log writes into steps kept in order:
+runs of appends (one ``executemany`` each), trims, truncations and resets (a ``ResetLog`` drops
+the steps before it, whose rows it would delete anyway). Tables are independent, so this gives
+the same result as applying the writes one by one; a batch without trims, truncations, resets
+or divergent rows takes at most five statements: ``DELETE FROM data`` (if cleared), upserts,
+deletes, meta upserts, log inserts. The SQL strings are constants, so
 ``sqlite3``'s statement cache prepares each once.
 
-**Retention and resets.** A trim (``TrimLogBefore``, and ``truncate_log_before``, which commits
-one) deletes the rows below its index and records the last one it deleted in ``log_base``; a
-``ResetLog`` deletes every row and sets ``log_base`` to its position. ``log_base`` is read only
-when the log is empty, so the last position survives both.
+**Retention, resets and truncations.** A trim (``TrimLogBefore``, and ``truncate_log_before``,
+which commits one) deletes the rows below its index and records the last one it deleted in
+``log_base``; a ``ResetLog`` deletes every row and sets ``log_base`` to its position; a
+``TruncateLogAfter`` deletes the rows after its position, which is a row that stays or
+``log_base`` itself (``base.LogCheck`` makes sure), so it leaves ``log_base`` alone. ``log_base``
+is read for the last position only when the log is empty, so the last position survives trims.
 
 **Durability.** ``"fsync"`` sets ``synchronous=FULL``: in WAL mode each commit fsyncs the WAL
 before it returns, so ``commits_total`` counts fsyncs. ``"os"`` sets ``synchronous=NORMAL``: the
@@ -39,14 +49,16 @@ the same check. A failed check raises ``CorruptRecord``: SQLite keeps no checksu
 so a corrupt entry is bit rot, and the data rows that were committed with it cannot be rolled
 back; the node stops and is re-seeded from a snapshot.
 
-**Snapshots** hold data and meta at the last position and an empty log whose ``log_base`` is
-that position (the tag). They are written in one read transaction with the file attached to the
-same connection (``INSERT INTO snapshot.data SELECT ... FROM main.data``) rather than with
-``VACUUM INTO`` or the backup API, which would copy the log too; the file is fsynced and renamed
+**Snapshots** hold data and meta at the last position, an empty log whose ``log_base`` is that
+position (the tag) and an empty divergent table (its rows are the node's own). They are written
+in one read transaction with the file attached to the same connection (``INSERT INTO
+snapshot.data SELECT ... FROM main.data``) rather than with ``VACUUM INTO`` or the backup API,
+which would copy the log and the divergent rows too; the file is fsynced and renamed
 into ``data_dir/snapshots/snapshot-EPOCH-INDEX.sqlite3``, where the caller owns it (ship it, keep
 it as a backup, delete it). ``restore`` copies the image next to the store file, checks it,
-checkpoints and closes the connection, removes the emptied WAL, renames the copy over the store
-and reopens: a crash at any step leaves either the old store or the new one.
+copies the store's divergent rows into it, checkpoints and closes the connection, removes the
+emptied WAL, renames the copy over the store and reopens: a crash at any step leaves either the
+old store or the new one.
 
 The connection belongs to the thread that built the store (``check_same_thread=True``): the
 storage thread in the server.
@@ -67,22 +79,25 @@ from chorusdb.core.model import (
     AppendEntry,
     ClearRecords,
     DeleteRecord,
+    DivergentEntry,
     LogEntry,
     Position,
+    PutDivergent,
     PutMeta,
     PutRecord,
     Record,
     RecoveredState,
     ResetLog,
     TrimLogBefore,
+    TruncateLogAfter,
     Write,
 )
 from chorusdb.storage import base
 from chorusdb.storage.base import (
+    LogCheck,
     LogCompacted,
     Snapshot,
     check_durability,
-    validate_writes,
 )
 from chorusdb.storage.encoding import (
     CorruptRecord,
@@ -119,7 +134,13 @@ _SELECT_LOG_BASE = "SELECT epoch, idx FROM log_base"
 _SELECT_LOG_BOUNDS = "SELECT min(idx), max(idx) FROM log"
 _DELETE_LOG_BEFORE = "DELETE FROM log WHERE idx < ?"
 _DELETE_LOG = "DELETE FROM log"
+_DELETE_LOG_AFTER = "DELETE FROM log WHERE idx > ?"
 _UPDATE_LOG_BASE = "UPDATE log_base SET epoch = ?, idx = ?"
+_DIVERGENT_COLUMNS = ("id, epoch, idx, entry, crc, leader, removed_at_ms, removed_by, verified, "
+                      "resolution, resolved_by, resolved_at_ms")
+_UPSERT_DIVERGENT = (f"INSERT OR REPLACE INTO divergent ({_DIVERGENT_COLUMNS}) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_SELECT_DIVERGENT = f"SELECT {_DIVERGENT_COLUMNS} FROM divergent ORDER BY id"
 
 
 page_cache_kib = 64 * 1024
@@ -150,6 +171,15 @@ def _collector_paused() -> Iterator[None]:
         gc.enable()
 
 
+def _divergent_table(schema: str) -> str:
+    """The statement that creates the divergent table in ``schema`` unless it is there."""
+    return (f"CREATE TABLE IF NOT EXISTS {schema}.divergent (id INTEGER PRIMARY KEY, "
+            "epoch INTEGER NOT NULL, idx INTEGER NOT NULL, entry BLOB NOT NULL, "
+            "crc INTEGER NOT NULL, leader TEXT NOT NULL, removed_at_ms INTEGER NOT NULL, "
+            "removed_by TEXT NOT NULL, verified INTEGER NOT NULL, resolution TEXT NOT NULL, "
+            "resolved_by TEXT NOT NULL, resolved_at_ms INTEGER NOT NULL)")
+
+
 def _schema(schema: str) -> tuple[str, ...]:
     """The statements that create an empty store in the attached database ``schema``."""
     return (
@@ -162,6 +192,7 @@ def _schema(schema: str) -> tuple[str, ...]:
         f"CREATE TABLE {schema}.log_base (id INTEGER PRIMARY KEY CHECK (id = 0), "
         "epoch INTEGER NOT NULL, idx INTEGER NOT NULL)",
         f"INSERT INTO {schema}.log_base (id, epoch, idx) VALUES (0, 0, 0)",
+        _divergent_table(schema),
         f"PRAGMA {schema}.user_version = {schema_version}",
     )
 
@@ -184,8 +215,28 @@ def _data_row(key: bytes, record: Record) -> tuple[bytes, int, bytes, int, int]:
     return key, record.kind.value, encode_value(record), record.expire_at_ms, record.version
 
 
-_LogStep = list[tuple[int, int, bytes, int]] | TrimLogBefore | ResetLog
-"""One step of a commit's log changes: a run of appended rows, a trim or a reset."""
+def _divergent_row(item: DivergentEntry) -> tuple[object, ...]:
+    index, epoch, data, crc = _entry_row(item.entry)
+    return (item.entry_id, epoch, index, data, crc, item.leader, item.removed_at_ms,
+            item.removed_by, int(item.verified), item.resolution, item.resolved_by,
+            item.resolved_at_ms)
+
+
+def _decode_divergent(row: tuple) -> DivergentEntry:
+    """The ``DivergentEntry`` of a divergent row, its entry CRC-checked; ``CorruptRecord`` if
+    the row does not hold one."""
+    (entry_id, epoch, index, data, crc, leader, removed_at_ms, removed_by, verified, resolution,
+     resolved_by, resolved_at_ms) = row
+    entry = decode_entry(Position(epoch, index), data, crc)
+    if verified not in (0, 1):
+        raise CorruptRecord(f"divergent row {entry_id}: verified is {verified!r:.40}")
+    return DivergentEntry(entry_id, entry, leader, removed_at_ms, removed_by, verified == 1,
+                          resolution, resolved_by, resolved_at_ms)
+
+
+_LogStep = list[tuple[int, int, bytes, int]] | TrimLogBefore | TruncateLogAfter | ResetLog
+"""One step of a commit's log changes: a run of appended rows, a trim, a truncation or a
+reset."""
 
 
 def _trim_log(connection: sqlite3.Connection, index: int) -> int:
@@ -209,7 +260,7 @@ class SqliteStore:
         self.writes_total = 0
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._connection: sqlite3.Connection | None = self._connect()
-        self._last_position = self._read_last_position()
+        self._log_base, self._last_position = self._read_log_ends()
 
     # --- connection -------------------------------------------------------------------------
 
@@ -234,6 +285,8 @@ class SqliteStore:
             elif version != schema_version:
                 raise SchemaMismatch(f"{self.path} has schema version {version}; this version "
                                      f"of ChorusDB reads version {schema_version}")
+            else:
+                connection.execute(_divergent_table("main"))
         except BaseException:
             connection.close()
             raise
@@ -264,12 +317,16 @@ class SqliteStore:
 
     # --- reads ----------------------------------------------------------------------------------
 
-    def _read_last_position(self) -> Position:
+    def _read_log_ends(self) -> tuple[Position, Position]:
+        """The log's base and last position."""
         connection = self._open
+        log_base = Position(*connection.execute(_SELECT_LOG_BASE).fetchone())
         row = connection.execute(_SELECT_LAST_ENTRY).fetchone()
-        if row is None:
-            row = connection.execute(_SELECT_LOG_BASE).fetchone()
-        return Position(*row)
+        return log_base, log_base if row is None else Position(*row)
+
+    def _entry_before(self, index: int) -> Position | None:
+        row = self._open.execute(_SELECT_LAST_ENTRY_BEFORE, (index,)).fetchone()
+        return None if row is None else Position(*row)
 
     def recover(self) -> RecoveredState:
         connection = self._open
@@ -280,9 +337,11 @@ class SqliteStore:
             records = {key: decode_record(kind, value, expire_at_ms, version)
                        for key, kind, value, expire_at_ms, version
                        in connection.execute(_SELECT_DATA)}
+            divergent = tuple(_decode_divergent(row)
+                              for row in connection.execute(_SELECT_DIVERGENT))
         meta = dict(connection.execute(_SELECT_META).fetchall())
-        self._last_position = self._read_last_position()
-        return RecoveredState(records, meta, self._last_position, tuple(log))
+        self._log_base, self._last_position = self._read_log_ends()
+        return RecoveredState(records, meta, self._last_position, tuple(log), divergent)
 
     def log_bounds(self) -> tuple[int, int]:
         first, last = self._open.execute(_SELECT_LOG_BOUNDS).fetchone()
@@ -310,16 +369,17 @@ class SqliteStore:
 
     def _commit_batches(self, batches: Sequence[Sequence[Write]]) -> int:
         """``commit_many``; returns how many log entries its trims removed."""
-        last = self._last_position
+        check = LogCheck(self._log_base, self._last_position, self._entry_before)
         write_count = 0
         for writes in batches:
-            last = validate_writes(writes, last)
+            check.check(writes)
             write_count += len(writes)
         if write_count == 0:
             return 0
         cleared = False
         data: dict[bytes, Record | None] = {}
         meta: dict[str, int | str | bytes] = {}
+        divergent: dict[int, DivergentEntry] = {}
         log_steps: list[_LogStep] = []
         appends: list[tuple[int, int, bytes, int]] | None = None   # the open run, if any
         for writes in batches:
@@ -339,9 +399,11 @@ class SqliteStore:
                 elif kind is ClearRecords:
                     cleared = True
                     data.clear()
-                elif kind is TrimLogBefore:
+                elif kind is TrimLogBefore or kind is TruncateLogAfter:
                     log_steps.append(write)
                     appends = None
+                elif kind is PutDivergent:
+                    divergent[write.item.entry_id] = write.item
                 else:
                     assert kind is ResetLog, write
                     log_steps[:] = [write]      # it deletes the rows of the steps before it
@@ -358,16 +420,21 @@ class SqliteStore:
                 connection.executemany(_DELETE_DATA, deletes)
             if meta:
                 connection.executemany(_UPSERT_META, meta.items())
+            if divergent:
+                connection.executemany(_UPSERT_DIVERGENT,
+                                       [_divergent_row(item) for item in divergent.values()])
             for step in log_steps:
                 if type(step) is list:
                     connection.executemany(_APPEND_LOG, step)
                 elif type(step) is TrimLogBefore:
                     removed += _trim_log(connection, step.index)
+                elif type(step) is TruncateLogAfter:
+                    connection.execute(_DELETE_LOG_AFTER, (step.position.index,))
                 else:
                     connection.execute(_DELETE_LOG)
                     connection.execute(_UPDATE_LOG_BASE,
                                        (step.position.epoch, step.position.index))
-        self._last_position = last
+        self._log_base, self._last_position = check.base, check.last
         self.commits_total += 1
         self.writes_total += write_count
         return removed
@@ -414,12 +481,26 @@ class SqliteStore:
         _fsync_path(directory)
         return Snapshot(position, final)
 
+    def _carry_divergent(self, staged: Path) -> None:
+        """Copy the store's divergent rows into the snapshot file ``staged`` that will replace
+        it (an image written before the table existed gets the table first)."""
+        connection = self._open
+        connection.execute("ATTACH DATABASE ? AS restoring", (str(staged),))
+        try:
+            with self._transaction():
+                connection.execute(_divergent_table("restoring"))
+                connection.execute(f"INSERT INTO restoring.divergent ({_DIVERGENT_COLUMNS}) "
+                                   f"SELECT {_DIVERGENT_COLUMNS} FROM main.divergent")
+        finally:
+            connection.execute("DETACH DATABASE restoring")
+
     def restore(self, snapshot: Snapshot) -> None:
         assert isinstance(snapshot.image, Path), "a SQLite store restores from a SQLite file"
         staged = self.path.with_name(self.path.name + ".restoring")
         shutil.copyfile(snapshot.image, staged)
         try:
             _check_image(staged, snapshot.position)
+            self._carry_divergent(staged)
             _fsync_path(staged)
         except BaseException:
             staged.unlink(missing_ok=True)
@@ -435,7 +516,7 @@ class SqliteStore:
         os.replace(staged, self.path)
         _fsync_path(self.data_dir)
         self._connection = self._connect()
-        self._last_position = self._read_last_position()
+        self._log_base, self._last_position = self._read_log_ends()
         assert self._last_position == snapshot.position, (self._last_position, snapshot)
 
 

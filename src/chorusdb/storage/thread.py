@@ -6,8 +6,9 @@ loop hands work over through a queue and gets an ``asyncio.Future`` back:
 
 - ``submit(writes)`` queues a batch of writes; its future resolves once they are committed
   (durable as the store's ``durability`` promises). Futures resolve in submission order. Log
-  retention (``TrimLogBefore``) and snapshot installs (``ResetLog``) are writes like the others,
-  so they are group-committed in order with the appends around them.
+  retention (``TrimLogBefore``), snapshot installs (``ResetLog``), truncations of a divergent
+  suffix (``TruncateLogAfter``) and divergent rows (``PutDivergent``) are writes like the
+  others, so they are group-committed in order with the appends around them.
 - ``call(fn)`` runs ``fn(store)`` on the thread after everything queued before it (reads of the
   log, snapshots) and returns its result.
 - ``close()`` finishes everything queued, closes the store and ends the thread.
