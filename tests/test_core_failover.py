@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from test_core_leader import MEMBERS, Cluster, ready_cluster
 
+from chorusdb.core.leader_messages import AppendReply
 from chorusdb.core.model import EpochStart, Position
 from chorusdb.replies import OK, Error, Simple
 from chorusdb.storage.memory_store import MemoryStore
@@ -219,3 +220,20 @@ def test_a_leader_of_a_single_member_cluster_elects_itself():
     cluster.run()
     assert cluster.replies[1] == OK and cluster.cores["n1"].role == "leader"
     assert not isinstance(cluster.replies[1], Error)
+
+
+def test_a_leader_back_from_a_long_pause_acknowledges_nothing_it_sees_answered_late():
+    cluster = running_cluster()
+    cluster.cut = {("n2", "n1"), ("n3", "n1")}      # its entries go out, the answers wait
+    cluster.propose("n1", 1, "SET", "k", "v")
+    cluster.run()
+    late = [m for m in cluster.sent if type(m) is AppendReply and m.target == "n1"][-1]
+    assert late.durable.index == cluster.cores["n1"].log.last.index
+    paused = cluster.cores.pop("n1")                # SIGSTOP: no ticks, nothing received
+    cluster.advance_time(3000)
+    assert leader_of(cluster, ("n2", "n3")) and paused.role == "leader"
+    paused.step(late, cluster.now)                  # SIGCONT: the answers from before arrive
+    ready = paused.ready()
+    assert [isinstance(reply.value, Error) and reply.value.error_class
+            for reply in ready.replies] == ["INDOUBT"]
+    assert paused.role == "follower"

@@ -670,6 +670,10 @@ class LeaderCore:
         return False
 
     def ready(self) -> Ready:
+        if self.is_leader:
+            # A leader back from a pause may first see answers from before it: it releases
+            # nothing once its confirmation is older than the minimum election timeout.
+            self._check_quorum()
         if self.is_leader and self._writes and self._releasable():
             return self._releases_only()
         ready = self._ready
