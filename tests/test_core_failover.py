@@ -237,3 +237,28 @@ def test_a_leader_back_from_a_long_pause_acknowledges_nothing_it_sees_answered_l
     assert [isinstance(reply.value, Error) and reply.value.error_class
             for reply in ready.replies] == ["INDOUBT"]
     assert paused.role == "follower"
+
+
+def test_writes_a_member_holds_for_a_leader_are_run_when_it_wins_itself():
+    cluster = running_cluster(write_timeout_ms=3000, non_candidates=("n3",))
+    isolate(cluster, "n1")
+    cluster.cut |= {("n3", "n2"), ("n2", "n3")}     # n2 cannot win while it hears nobody
+    cluster.advance_time(ELECTION_MS + 100)
+    assert not cluster.cores["n2"].leader_id
+    cluster.propose("n2", 1, "SET", "k", "v")
+    cluster.run()
+    assert 1 not in cluster.replies
+    cluster.cut -= {("n3", "n2"), ("n2", "n3")}
+    cluster.advance_time(ELECTION_MS + 200)
+    assert leader_of(cluster, ("n2", "n3")) == "n2" and cluster.replies[1] == OK
+
+
+def test_a_write_forwarded_to_a_leader_that_lost_office_is_in_doubt_at_once():
+    cluster = running_cluster(write_timeout_ms=5000)
+    cluster.cut = {("n2", "n1")}                    # the forward is lost on its way
+    cluster.propose("n2", 1, "SET", "k", "v")
+    cluster.run()
+    isolate(cluster, "n1")
+    cluster.advance_time(ELECTION_MS + 200)         # well within the write timeout
+    assert leader_of(cluster, ("n2", "n3"))
+    assert cluster.replies[1].error_class == "INDOUBT"

@@ -17,7 +17,7 @@ SEEDS = range(1, 31)
 PROBE_FIRINGS_MIN = 10
 # Paths that need two faults to meet (a disk lost only while every other member is whole; an
 # Append delayed past the election that deposed its sender) fire less often.
-RARE_PROBE_FIRINGS_MIN = {"disk_lost": 5, "stale_append_refused": 5}
+RARE_PROBE_FIRINGS_MIN = {"disk_lost": 5, "stale_append_refused": 3}
 SINGLE_NODE_PROBES = (
     "crash_restart", "power_loss", "torn_write", "torn_record_recovered",
     "records_dropped_on_recovery", "unsynced_records_lost", "partition", "clock_jump",

@@ -198,7 +198,7 @@ def write_node_config(directory: Path, durability: str) -> Path:
     return path
 
 
-def _spawn_node(directory: Path, config: Path) -> subprocess.Popen:
+def spawn_node(directory: Path, config: Path) -> subprocess.Popen:
     process, _ = _spawn(
         [sys.executable, "-m", "chorusdb", "serve", "--config", str(config),
          "--log-level", "WARNING"],
@@ -207,7 +207,7 @@ def _spawn_node(directory: Path, config: Path) -> subprocess.Popen:
     return process
 
 
-def _await_node(process: subprocess.Popen, directory: Path, config: Path,
+def await_node(process: subprocess.Popen, directory: Path, config: Path,
                 durability: str) -> ServerProcess:
     """The node once its ready line is in its stdout file; stopped, and ``ServerStartError``
     with its log's tail, if it exits or is not ready in time (stopped too if interrupted)."""
@@ -242,7 +242,7 @@ def start_chorusdb(directory: Path, durability: str) -> ServerProcess:
     """One standalone ChorusDB node with the given durability, ready for clients."""
     directory.mkdir(parents=True, exist_ok=True)
     config = write_node_config(directory, durability)
-    return _await_node(_spawn_node(directory, config), directory, config, durability)
+    return await_node(spawn_node(directory, config), directory, config, durability)
 
 
 def start_redis_replicated(directory: Path, redis_server: str,
@@ -302,8 +302,8 @@ def start_chorusdb_cluster(directory: Path, members: int, write_quorum: int,
     processes: list[subprocess.Popen] = []
     try:
         for config in configs:          # all launched before any is waited for
-            processes.append(_spawn_node(config.parent, config))
-        started = [_await_node(process, config.parent, config, durability)
+            processes.append(spawn_node(config.parent, config))
+        started = [await_node(process, config.parent, config, durability)
                    for process, config in zip(processes, configs)]
         group = ReplicatedServers("chorusdb", f"W={write_quorum} {durability}", started[0],
                                   write_quorum, started[1:])
@@ -326,8 +326,9 @@ def _replication_ready(group: ReplicatedServers) -> bool:
         finally:
             client.close()
 
-    if len(role(group.primary)[2]) < len(group.replicas):
-        return False
+    primary = role(group.primary)
+    if primary[0] != b"master" or len(primary[2]) < len(group.replicas):
+        return False        # (a ChorusDB member answers as a replica until it is elected)
     return all(role(replica)[3] == b"connected" for replica in group.replicas)
 
 

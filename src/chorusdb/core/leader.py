@@ -915,6 +915,14 @@ class LeaderCore:
         self.elections["won"] += 1
         self._notes.append(Probe("became_leader"))
         self._advance_commit()
+        # Writes this node was forwarding: those that never left run here now; those sent to
+        # the old leader may have been applied there, so their outcome is unknown.
+        forwards, self._forwards = self._forwards, {}
+        for pending in forwards.values():
+            if pending.sent_to:
+                self._answer_in_doubt(pending)
+            else:
+                self.propose(pending.command, pending.request_id, now)
 
     def _step_down(self, reason: str) -> None:
         """Leader or candidate -> follower. Replies the leader held are answered: a write may
@@ -1438,16 +1446,26 @@ class LeaderCore:
                    if pending.deadline_ms != NO_DEADLINE and pending.deadline_ms <= now]
         for key in expired:
             pending = self._forwards.pop(key)
-            if pending.is_wait:
-                value = 0       # a WAIT whose answer never came: no follower was seen to hold it
-            elif not pending.sent_to:
-                value = Error(f"TRYAGAIN no leader was elected within "
-                              f"{self.settings.write_timeout_ms} ms; the write was not applied")
+            if pending.sent_to:
+                self._answer_in_doubt(pending)
             else:
-                value = Error(f"INDOUBT the leader {pending.sent_to} did not answer the forwarded "
-                              f"write within {self.settings.write_timeout_ms} ms; it may still "
-                              f"be applied")
-            self._deliver(self._ready, pending.request_id, value, None)
+                self._deliver(self._ready, pending.request_id, 0 if pending.is_wait else Error(
+                    f"TRYAGAIN no leader was elected within {self.settings.write_timeout_ms} ms; "
+                    f"the write was not applied"), None)
+
+    def _answer_in_doubt(self, pending: PendingForward) -> None:
+        """A forwarded write whose leader did not answer (in time, or before it lost office)."""
+        # A WAIT whose answer never came: no follower was seen to hold the write.
+        self._deliver(self._ready, pending.request_id, 0 if pending.is_wait else Error(
+            f"INDOUBT the leader {pending.sent_to} did not answer the forwarded write; it may "
+            f"still be applied"), None)
+
+    def _forget_forwards_to_others(self) -> None:
+        """A new leader is known: what was forwarded to another one will get no answer (if
+        it was applied there, the new leader's log says so; the client cannot be told)."""
+        for key in [key for key, pending in self._forwards.items()
+                    if pending.sent_to and pending.sent_to != self.leader_id]:
+            self._answer_in_doubt(self._forwards.pop(key))
 
     def _on_append(self, append: Append) -> None:
         if append.epoch < self.epoch and "no_epoch_check_on_append" not in self.config.bugs:
@@ -1472,6 +1490,7 @@ class LeaderCore:
             self._echo_ms = -1
             self._verified_index = 0
             self._found_leader()
+            self._forget_forwards_to_others()
             self._send_waiting_forwards()
         self._last_leader_contact_ms = now
         self._reset_election_timer()
