@@ -13,7 +13,13 @@ puts every node's ``/status`` and the end of its log in the message of a failed 
 
 ``Writer`` is the load of the crash and re-seed tests: one thread that alternates SETs of unique
 values and RPUSHes of unique items on one connection and keeps what was acknowledged, so a test
-can check that every acknowledged write reached a node.
+can check that every acknowledged write reached a node (``bench.failover.missing_writes``).
+
+For failover tests the leader moves: ``current_leader`` and ``wait_leader`` find it through every
+running node's ``/status`` (the highest epoch whose leader reports itself so), and
+``wait_rejoined`` waits until a restarted or resumed node follows that leader at its epoch,
+position and commit position. Clients never retry a command on their own (redis-py does by
+default after a time-out or a lost connection, which would send a write twice).
 """
 
 from __future__ import annotations
@@ -33,7 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
+from chorusdb.bench.failover import missing_writes
 from chorusdb.server.process import free_ports, stop_process, wait_until_ready
 
 node_ready_timeout_s = 30.0       # from exec to the ready line, on a loaded machine
@@ -41,7 +50,6 @@ node_stop_timeout_s = 15.0        # SIGTERM to exit before SIGKILL
 socket_timeout_s = 10.0           # one redis-py or /status request
 poll_interval_s = 0.05            # between two looks at a condition that is not true yet
 log_tail_bytes = 3000             # of each node's log in a failure message
-check_batch_keys = 500            # keys per MGET when checking acknowledged SETs
 CLUSTER_ID = "process-test"
 CLUSTER_SIZE = 3
 LIST_KEY = "events"
@@ -112,11 +120,12 @@ class ClusterNode:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def client(self) -> redis.Redis:
+    def client(self, timeout_s: float = socket_timeout_s) -> redis.Redis:
         """A redis-py client on one connection, so per-connection state (the position of the
-        last write, for WAIT and CHORUS.POSITION) is the state of this client."""
-        return redis.Redis(host=self.host, port=self.client_port, socket_timeout=socket_timeout_s,
-                           single_connection_client=True)
+        last write, for WAIT and CHORUS.POSITION) is the state of this client; it sends each
+        command once."""
+        return redis.Redis(host=self.host, port=self.client_port, socket_timeout=timeout_s,
+                           retry=Retry(NoBackoff(), 0), single_connection_client=True)
 
     def status(self) -> dict:
         with urllib.request.urlopen(f"http://{self.admin}/status",
@@ -188,11 +197,14 @@ class LeaderCluster:
             assert fields["client"] == node.client_address, fields
             node.admin = fields["admin"]
 
-    def kill(self, node_id: str) -> None:
-        """SIGKILL: the node gets no chance to flush or say goodbye."""
+    def kill(self, node_id: str) -> float:
+        """SIGKILL: the node gets no chance to flush or say goodbye. Returns the
+        ``time.monotonic()`` just before the signal left."""
         node = self.nodes[node_id]
+        killed_s = time.monotonic()
         node.process.kill()
         node.process.wait(node_stop_timeout_s)
+        return killed_s
 
     @contextmanager
     def paused(self, node_id: str) -> Iterator[None]:
@@ -228,15 +240,70 @@ class LeaderCluster:
     def wait_for(self, condition: Callable[[], object], timeout_s: float, what: str) -> object:
         return wait_for(condition, timeout_s, what, self.describe)
 
+    def client_addresses(self) -> list[tuple[str, int]]:
+        return [(node.host, node.client_port) for node in self.nodes.values()]
+
+    def current_leader(self, exclude: tuple[str, ...] = ()) -> tuple[ClusterNode, dict] | None:
+        """The running node (none of ``exclude``: a paused one would not answer) that reports
+        itself leader at the highest epoch, with its status; None while there is none."""
+        leaders = []
+        for node in self.nodes.values():
+            if node.running and node.node_id not in exclude:
+                try:
+                    status = node.status()
+                except OSError:         # restarting: its admin port is not open yet
+                    continue
+                if status["role"] == "leader":
+                    leaders.append((status["epoch"], node.node_id, status))
+        if not leaders:
+            return None
+        _, node_id, status = max(leaders)
+        return self.nodes[node_id], status
+
+    def wait_leader(self, above_epoch: int, timeout_s: float,
+                    exclude: tuple[str, ...] = ()) -> tuple[ClusterNode, dict]:
+        """Until a node leads an epoch above ``above_epoch`` and has committed its first entry
+        (so it can acknowledge writes); that node and its status."""
+        def elected() -> tuple[ClusterNode, dict] | None:
+            found = self.current_leader(exclude)
+            if found is None:
+                return None
+            epoch = found[1]["epoch"]
+            return found if epoch > above_epoch and \
+                found[1]["commit_position"]["epoch"] == epoch else None
+        return self.wait_for(elected, timeout_s, f"a leader of an epoch above {above_epoch}")
+
+    def wait_rejoined(self, node_id: str, leader: ClusterNode, timeout_s: float) -> dict:
+        """Until ``node_id`` follows ``leader`` at its epoch, position and commit position (the
+        writes have stopped) and the leader sees it streaming; its status."""
+        node = self.nodes[node_id]
+
+        def rejoined() -> dict | None:
+            led, status = leader.status(), node.status()
+            member = next((m for m in led["members"] if m["id"] == node_id), None)
+            caught_up = (status["role"], status["leader_id"], status["epoch"],
+                         status["position"], status["commit_position"]) == \
+                ("follower", leader.node_id, led["epoch"], led["position"],
+                 led["commit_position"])
+            return status if caught_up and member and member["state"] == "streaming" else None
+        return self.wait_for(rejoined, timeout_s,
+                             f"{node_id} follows {leader.node_id} and has caught up")
+
     def member_status(self, node_id: str) -> dict:
         """What the leader's /status says of follower ``node_id``."""
         return next(m for m in self.leader.status()["members"] if m["id"] == node_id)
 
     def wait_streaming(self, timeout_s: float = 20.0) -> None:
-        """Until the leader sees every follower streaming (so W = 2 writes have a quorum)."""
-        self.wait_for(lambda: all(m["state"] == "streaming"
-                                  for m in self.leader.status()["members"]),
-                      timeout_s, "every follower streaming")
+        """Until ``leader`` leads and sees every follower streaming (so W = 2 writes have a
+        quorum). Until it is elected it reports no members at all, which is not "all
+        streaming"."""
+        def streaming() -> bool:
+            status = self.leader.status()
+            members = status["members"]
+            return status["role"] == "leader" and len(members) == len(self.nodes) - 1 and \
+                all(m["state"] == "streaming" for m in members)
+        self.wait_for(streaming, timeout_s, f"{self.leader.node_id} leads, every follower "
+                                            f"streaming")
 
     def digests(self) -> dict[str, bytes]:
         digests = {}
@@ -311,16 +378,5 @@ class Writer:
     def missing_on(self, node: ClusterNode) -> list[str]:
         """Acknowledged writes ``node`` does not show: SETs whose key holds another value, and
         pushed items absent from the list or out of their order."""
-        missing = []
         with node.client() as client:
-            for start in range(0, len(self.sets), check_batch_keys):
-                batch = self.sets[start:start + check_batch_keys]
-                values = client.mget([key for key, _ in batch])
-                missing += [f"SET {key!r}={value!r}, found {found!r}"
-                            for (key, value), found in zip(batch, values) if found != value]
-            items = iter(client.lrange(LIST_KEY, 0, -1))
-        for pushed in self.pushes:
-            if pushed not in items:         # consumes the iterator: the order is checked too
-                missing.append(f"RPUSH {pushed!r} (absent, or not in acknowledgement order)")
-                break
-        return missing
+            return missing_writes(client, self.sets, {LIST_KEY.encode(): self.pushes})

@@ -1,24 +1,28 @@
 """The pure parts of the benchmarks: redis-benchmark's CSV, the single-node summary (medians,
 CPU per 1,000 operations, ratios to Redis, the goal), run sizing and argument checking; the
 cluster benchmark's ratios, goals and table; what ``bench.session`` does around a benchmark's
-measurements, with made-up measuring and reporting functions; and one smoke run of
-``bench cluster --quick`` against one cluster (about 10 s). The benchmarks themselves take
-minutes and never run here."""
+measurements, with made-up measuring and reporting functions; one smoke run of
+``bench cluster --quick`` against one cluster (about 10 s); and the failover benchmark's
+arguments, summary (percentiles, goals), table, histogram and read-back check. The benchmarks
+themselves take minutes and never run here."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+import fakeredis
 import hiredis
 import pytest
+import redis
 from rich.console import Console
 
-from chorusdb.bench import cluster, results, servers, session, single
+from chorusdb.bench import cluster, failover, results, servers, session, single
 from chorusdb.bench.results import (REPLICATED_SET, REPLICATION_LAG, BenchmarkOutputError,
                                     ClusterFigure, Run)
 from chorusdb.cli.main import build_parser
@@ -416,3 +420,130 @@ def test_cluster_benchmark_smoke_run(tmp_path):
     assert len(lag["lag_ms"]) + lag["errors"] == cluster.quick_lag_samples
     assert document["groups"]["chorusdb W=2 fsync"]["replicated_set"]["how"].endswith(
         "(acknowledged at W=2)")
+
+
+# --- the failover benchmark ---------------------------------------------------------------------
+
+
+def parse_failover(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["bench", "failover", *argv])
+
+
+def test_failover_settings_default_to_20_trials_on_3_nodes_with_a_majority_quorum(tmp_path):
+    settings = failover.settings_from(parse_failover())
+    assert (settings.trials, settings.nodes, settings.clients) == (20, 3, 4)
+    assert settings.write_quorum == 2
+    five = failover.settings_from(parse_failover("--nodes", "5", "--trials", "3",
+                                                 "--output", str(tmp_path)))
+    assert (five.nodes, five.write_quorum, five.trials, five.output_dir) == (5, 3, 3, tmp_path)
+    assert parse_failover().benchmark is failover.run
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (("--trials", "0"), "--trials"),
+    (("--nodes", "2"), "--nodes"),
+    (("--nodes", "8"), "--nodes"),
+    (("--clients", "0"), "--clients"),
+])
+def test_bad_failover_settings_name_their_flag(argv, flag):
+    with pytest.raises(failover.UsageError, match=f"^{flag}:"):
+        failover.settings_from(parse_failover(*argv))
+
+
+def make_trial(number: int, failover_ms: float | None, lost: int = 0,
+               elected_ms: float | None = 500.0) -> failover.Trial:
+    return failover.Trial(
+        number=number, killed="n1", old_epoch=number, new_leader="n2", new_epoch=number + 1,
+        failover_ms=failover_ms, elected_ms=elected_ms, first_ack_via="n3", leaderless_ms=5,
+        acknowledged=300,
+        in_doubt=12, refused=0, lost=lost, lost_examples=("SET b'k'='v', found None",) * lost,
+        rejoin_ms=1234.5, quarantined=1, errors={"TimeoutError": 12})
+
+
+def test_failover_summary_takes_nearest_rank_percentiles_against_the_goals():
+    trials = [make_trial(n, ms) for n, ms in enumerate([float(v) for v in range(100, 2100, 100)],
+                                                       start=1)]     # 100 .. 2000 ms
+    summary = failover.summarize(trials)
+    assert (summary.trials, summary.without_failover, summary.lost) == (20, 0, 0)
+    assert summary.failover == failover.Spread(1000.0, 2000.0, 2000.0)
+    assert summary.elected == failover.Spread(500.0, 500.0, 500.0)
+    assert [(g.title, g.value, g.met) for g in summary.goals] == [
+        ("failover p50 <= 1 s", 1000.0, True), ("failover p99 <= 2 s", 2000.0, True),
+        ("acknowledged writes lost <= 0", 0, True)]
+    slower = failover.summarize([*trials[1:], make_trial(21, 2100.0, lost=2)])
+    assert slower.failover.p50_ms == 1100.0 and slower.lost == 2
+    assert [g.met for g in slower.goals] == [False, False, False]
+
+
+def test_a_trial_without_failover_counts_as_longer_than_any_goal():
+    summary = failover.summarize([make_trial(1, 400.0, elected_ms=300.0),
+                                  make_trial(2, None, elected_ms=None),
+                                  make_trial(3, 600.0, elected_ms=350.0)])
+    assert summary.without_failover == 1
+    assert summary.failover.p50_ms == 600.0 and math.isinf(summary.failover.p99_ms)
+    lines = failover.summary_lines(summary)
+    assert lines[0].endswith("after it): p50 600 ms, p99 none ms, max none ms")
+    assert lines[1].endswith("/status): p50 350 ms, p99 none ms, max none ms")
+    assert lines[2] == "1 trial(s) had no write acknowledged within 10,000 ms of the kill"
+    assert lines[3:] == ["goal: failover p50 <= 1 s: 600 ms, met",
+                         "goal: failover p99 <= 2 s: none ms, MISSED",
+                         "goal: acknowledged writes lost <= 0: 0, met"]
+
+
+def test_failover_table_fits_80_columns():
+    console = Console(record=True, width=80)
+    console.print(failover.trial_table([make_trial(1, 812.4),
+                                        make_trial(999, None, lost=3, elected_ms=None),
+                                        make_trial(100, 9_999.0, elected_ms=9_998.0)],
+                                       title="t"))
+    text = console.export_text()
+    assert "…" not in text                                   # nothing cut short
+    assert "n1→n2" in text and "999→1000" in text and "812" in text and "none" in text
+    assert "9,999" in text and "1.2" in text                 # rejoin seconds
+
+
+def test_failover_histogram_has_a_line_per_bin_from_the_first_to_the_last():
+    assert failover.histogram_lines([512.0, 801.0, 805.3, 1078.0, math.inf], bin_ms=100,
+                                    width=10) == [
+        "   500 -    600 ms |##### 1",
+        "   600 -    700 ms | 0",
+        "   700 -    800 ms | 0",
+        "   800 -    900 ms |########## 2",
+        "   900 -  1,000 ms | 0",
+        " 1,000 -  1,100 ms |##### 1",
+        "       no failover |##### 1"]
+    assert failover.histogram_lines([]) == []
+
+
+def test_missing_writes_names_lost_sets_and_absent_or_reordered_items():
+    client = fakeredis.FakeRedis()
+    client.set(b"k1", b"v1")
+    client.set(b"k2", b"other")
+    client.rpush(b"list", b"a", b"in-doubt", b"c", b"b")
+    sets = [(b"k1", b"v1"), (b"k2", b"v2"), (b"k3", b"v3")]
+    assert failover.missing_writes(client, sets, {b"list": [b"a", b"b", b"c", b"d"]}) == [
+        "SET b'k2'=b'v2', found b'other'", "SET b'k3'=b'v3', found None",
+        "RPUSH b'list' b'c': before an item acknowledged earlier",
+        "RPUSH b'list' b'd': absent"]
+    assert failover.missing_writes(client, sets[:1], {b"list": [b"a", b"c"]}) == []
+
+
+def test_the_load_follows_a_notleader_reply_to_one_of_its_nodes_or_tries_the_next():
+    load = failover.WriteLoad([("127.0.0.1", 7001), ("127.0.0.1", 7002), ("127.0.0.1", 7003)],
+                              "t")
+    assert load._next_node(0, "NOTLEADER", "NOTLEADER n3 127.0.0.1:7003") == 2
+    assert load._next_node(2, "NOTLEADER", "NOTLEADER n9 10.0.0.9:7009") == 0
+    assert load._next_node(1, "TRYAGAIN", "no leader is known") == 2
+
+
+def test_error_codes_survive_redis_py_stripping_the_ones_it_knows():
+    # redis-py turns "-TRYAGAIN no leader is known" into this, and leaves codes it does not
+    # know in the message.
+    assert failover.error_code(redis.exceptions.TryAgainError(
+        "no leader is known", status_code="TRYAGAIN")) == "TRYAGAIN"
+    assert failover.error_code(redis.ResponseError("INDOUBT it may still commit")) == "INDOUBT"
+
+
+def test_the_json_document_has_no_infinity():
+    assert failover._finite({"a": [1.5, math.inf], "b": (math.inf,), "c": "x"}) == \
+        {"a": [1.5, None], "b": [None], "c": "x"}

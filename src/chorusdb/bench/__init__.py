@@ -7,7 +7,10 @@ figures in a JSON file, because absolute rates only mean something on the machin
 
 - ``single``: one node against one redis-server under redis-benchmark (``bench.single``);
 - ``cluster``: a 3-node leader cluster (W = 1, 2; fsync, os) against a Redis primary with two
-  replicas (``bench.cluster``).
+  replicas (``bench.cluster``);
+- ``failover``: how long a leader cluster takes to acknowledge writes again after its leader
+  is SIGKILLed, over many trials (``bench.failover``; Redis Sentinel's figure is in its docs,
+  not measured here).
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from chorusdb.bench import cluster, single
+from chorusdb.bench import cluster, failover, single
 
 EXIT_USAGE = 2
 BENCHMARKS = {
     "single": (single, "one ChorusDB node against one redis-server under redis-benchmark"),
     "cluster": (cluster, cluster.SUMMARY),
+    "failover": (failover, failover.SUMMARY),
 }
 
 

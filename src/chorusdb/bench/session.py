@@ -144,30 +144,35 @@ def run(benchmark: str, args: argparse.Namespace, *,
                           tuple[MeasuredT, dict[str, str]]],
         failures: tuple[type[Exception], ...],
         report: Callable[[SettingsT, MeasuredT, Session], None],
-        install_tools: str, install_redis: str) -> int:
+        install_tools: str | None, install_redis: str | None) -> int:
     """One benchmark from its arguments to its report (module docstring); the exit code.
 
     ``measure(redis_benchmark, redis_server or None, settings, status)`` returns what was
     measured and the versions of the systems, and raises one of ``failures`` when a server or
     a run failed; ``report(settings, measured, session)`` prints and writes the figures.
     ``install_tools`` and ``install_redis`` are the commands shown when ``redis-benchmark`` or
-    ``redis-server`` is missing.
+    ``redis-server`` is missing; ``None`` for a benchmark that uses neither (nothing is looked
+    up, and ``measure`` gets ``None`` for both).
     """
     try:
         settings = settings_from(args)
     except UsageError as e:
         print(f"chorusdb bench {benchmark}: {e}", file=sys.stderr)
         return EXIT_USAGE
-    tool = shutil.which("redis-benchmark")
-    if tool is None:
-        print(f"chorusdb bench {benchmark}: redis-benchmark is not installed, and the benchmark "
-              f"cannot run without it. On Debian or Ubuntu: {install_tools}", file=sys.stderr)
-        return EXIT_USAGE
-    redis_server = shutil.which("redis-server")
     status = Console(stderr=True)
-    if redis_server is None:
-        status.print(f"[yellow]redis-server is not installed: Redis is skipped and no ratio "
-                     f"can be given. To compare, install it: {install_redis}[/yellow]")
+    tool = redis_server = None
+    if install_tools is not None:
+        tool = shutil.which("redis-benchmark")
+        if tool is None:
+            print(f"chorusdb bench {benchmark}: redis-benchmark is not installed, and the "
+                  f"benchmark cannot run without it. On Debian or Ubuntu: {install_tools}",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        redis_server = shutil.which("redis-server")
+        if redis_server is None:
+            status.print(f"[yellow]redis-server is not installed: Redis is skipped and no "
+                         f"ratio can be given. To compare, install it: {install_redis}"
+                         f"[/yellow]")
     machine = machine_facts()
     load_before = machine["load_average_1_5_15_before"][0]
     if load_before > busy_load_average_min:
@@ -188,8 +193,7 @@ def run(benchmark: str, args: argparse.Namespace, *,
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
     machine["load_average_1_5_15_after"] = _load_average_1_5_15()
+    tools = {} if tool is None else {"redis-benchmark": servers.tool_version(tool)}
     report(settings, measured, Session(
-        benchmark, started_at, machine,
-        {**versions, "redis-benchmark": servers.tool_version(tool),
-         "chorusdb_source": revision}))
+        benchmark, started_at, machine, {**versions, **tools, "chorusdb_source": revision}))
     return EXIT_OK

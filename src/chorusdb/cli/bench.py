@@ -1,6 +1,7 @@
 """``chorusdb bench NAME``: the benchmarks of ``chorusdb.bench`` (``single``: one node against
 one redis-server under redis-benchmark; ``cluster``: a 3-node leader cluster against a Redis
-primary with two replicas). Same options as ``python -m chorusdb.bench NAME``."""
+primary with two replicas; ``failover``: the time a leader cluster takes to acknowledge writes
+again after its leader is SIGKILLed). Same options as ``python -m chorusdb.bench NAME``."""
 
 from __future__ import annotations
 
