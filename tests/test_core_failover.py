@@ -262,3 +262,15 @@ def test_a_write_forwarded_to_a_leader_that_lost_office_is_in_doubt_at_once():
     cluster.advance_time(ELECTION_MS + 200)         # well within the write timeout
     assert leader_of(cluster, ("n2", "n3"))
     assert cluster.replies[1].error_class == "INDOUBT"
+
+
+def test_a_held_leader_read_asks_for_a_tick_one_millisecond_later():
+    cluster = running_cluster()
+    leader = cluster.cores["n1"]
+    cluster.propose("n1", 1, "GET", "k")
+    assert leader.has_ready()                   # else the driver would only hear of it at the
+    ready = leader.ready()                      # next heartbeat
+    assert ready.deadline_ms == cluster.now + 1 and not ready.replies
+    leader.advance(ready)
+    cluster.advance_time(1)
+    assert cluster.replies[1] is None

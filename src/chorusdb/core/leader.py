@@ -1041,6 +1041,7 @@ class LeaderCore:
             return
         if not wrote:
             self._read_arrived_ms = self._now_ms
+            self._ticked = True     # a Ready must carry the deadline of the confirming round
         self._held.append(waiter)
 
     def _may_release(self, waiter: Waiter) -> bool:
