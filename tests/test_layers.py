@@ -16,7 +16,7 @@ RANKS = {
     "core": 1, "wire": 1,
     "storage": 2, "net": 2, "client": 2, "verify": 2,
     "server": 3, "sim": 3,
-    "bench": 4, "cli": 5, "__main__": 6,
+    "bench": 4, "chaos": 4, "cli": 5, "__main__": 6,
 }
 SANS_IO_PACKAGES = ("core", "wire")
 FORBIDDEN_IN_SANS_IO = {"asyncio", "socket", "sqlite3", "time", "os", "threading", "logging",

@@ -1,1 +1,1 @@
-"""The ``chorusdb`` command line: serve, up, status, divergent, switchover, sim, bench."""
+"""The ``chorusdb`` command line: serve, up, status, divergent, switchover, sim, chaos, bench."""

@@ -27,10 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.register(subparsers)
     divergent.register(subparsers)
     switchover.register(subparsers)
-    # Imported here, not at the top: ``chorusdb serve`` need not load the simulator or the
-    # benchmark harness.
-    from chorusdb.cli import bench, sim
+    # Imported here, not at the top: ``chorusdb serve`` need not load the simulator, the
+    # benchmark harness or the chaos harness.
+    from chorusdb.cli import bench, chaos, sim
     sim.register(subparsers)
+    chaos.register(subparsers)
     bench.register(subparsers)
     return parser
 

@@ -2,6 +2,11 @@
 
 Once the node listens it prints its ready line (``server.process``), which scripts and the test
 harness read to learn the bound ports.
+
+``--enable-debug-commands`` makes the node answer ``CHORUS.DEBUG`` (fault injection for the
+chaos harness). ``--bug NAME`` switches on one of the mode's known core defects
+(``KNOWN_BUGS``) so the checkers can be shown to catch it; it is refused (exit code 2, one
+line) without ``--enable-debug-commands`` and for a name the mode does not know.
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ import signal
 import sys
 from pathlib import Path
 
+from chorusdb.core.modes import core_class
 from chorusdb.server.config import ConfigError, apply_overrides, load_config
 from chorusdb.server.node import Node
 from chorusdb.server.process import ready_line
 
 EXIT_CONFIG = 2
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("serve", help="run one node from its TOML config file")
     p.add_argument("--config", required=True, type=Path, help="the node's TOML file")
@@ -29,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--requirepass", help="override clients.requirepass")
     p.add_argument("--enable-debug-commands", action="store_true",
                    help="accept test-only commands (fault injection); never in production")
+    p.add_argument("--bug", default="",
+                   help="switch on a known core bug (testing the checkers; needs "
+                        "--enable-debug-commands)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     p.set_defaults(func=run)
 
@@ -44,17 +55,33 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"chorusdb: config error: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    problem = bug_problem(args.bug, config.mode, config.debug_commands)
+    if problem:
+        print(f"chorusdb: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         import uvloop
     except ImportError:
         runner = asyncio.run
     else:
         runner = uvloop.run
-    return runner(_serve(config))
+    return runner(_serve(config, frozenset({args.bug} - {""})))
 
 
-async def _serve(config) -> int:
-    node = Node(config)
+def bug_problem(bug: str, mode: str, debug_commands: bool) -> str | None:
+    """What is wrong with ``--bug`` (one line), or None."""
+    if not bug:
+        return None
+    if not debug_commands:
+        return "--bug needs --enable-debug-commands (it is for testing the checkers only)"
+    known = core_class(mode).KNOWN_BUGS
+    if bug not in known:
+        return f"--bug: unknown bug {bug!r} for mode {mode}; known: {', '.join(sorted(known))}"
+    return None
+
+
+async def _serve(config, bugs: frozenset[str]) -> int:
+    node = Node(config, bugs)
     await node.start()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -15,6 +15,12 @@ epoch, quorum, commit index, entries behind — follows as ``chorus_*`` fields. 
 that includes failover: elections started, won and lost, how long the node has been without a
 known leader, how long the last failover took (-1: none yet), divergent entries pending and
 in all, whether the node is a candidate and its priority, and a switchover in progress.
+
+``CHORUS.DEBUG`` is the fault-injection command of the chaos harness, answered only by a node
+started with ``--enable-debug-commands`` (any other refuses it and changes nothing).
+``CHORUS.DEBUG CLOCKSKEW <delta_ms>`` adds ``delta_ms`` to the node's clock offset and answers
+the new offset. It is deliberately absent from the command table: ``COMMAND`` does not list it
+and clients never learn of it.
 """
 
 from __future__ import annotations
@@ -36,11 +42,15 @@ if TYPE_CHECKING:
 REDIS_VERSION = "7.2.0"      # what we report: redis-py and redis-cli gate features on it
 CONNECTION_COMMAND_NAMES = frozenset({b"PING", b"ECHO", b"AUTH", b"HELLO", b"SELECT", b"INFO",
                                       b"ROLE", b"CLIENT", b"COMMAND", b"QUIT", b"RESET"})
+DEBUG_COMMAND_NAME = b"CHORUS.DEBUG"
 client_name_bytes_max = 256
 
 WRONGPASS = Error("WRONGPASS invalid username-password pair or user is disabled.")
 NO_PASSWORD_SET = Error("ERR AUTH <password> called without any password configured for the "
                         "default user. Are you sure your configuration is correct?")
+DEBUG_DISABLED = Error("ERR debug commands are disabled; start the node with "
+                       "--enable-debug-commands")
+DEBUG_USAGE = Error("ERR usage: CHORUS.DEBUG CLOCKSKEW <delta_ms>")
 INFO_SECTIONS = ("server", "clients", "memory", "persistence", "replication", "keyspace")
 
 
@@ -59,10 +69,24 @@ class ConnectionState:
 
 def run_connection_command(node: Node, state: ConnectionState, name: bytes,
                            args: list[bytes]) -> object:
+    if name == DEBUG_COMMAND_NAME:
+        return _debug(node, args[1:])
     spec = COMMANDS[name]
     if not check_arity(spec, len(args)):
         return wrong_arity(spec.name)
     return _HANDLERS[name](node, state, args[1:])
+
+
+def _debug(node: Node, args: list[bytes]) -> object:
+    if not node.config.debug_commands:
+        return DEBUG_DISABLED
+    if len(args) != 2 or args[0].upper() != b"CLOCKSKEW":
+        return DEBUG_USAGE
+    try:
+        delta_ms = int(args[1])
+    except ValueError:
+        return Error("ERR value is not an integer or out of range")
+    return node.skew_clock(delta_ms)
 
 
 def _ping(node: Node, state: ConnectionState, args: list[bytes]) -> object:

@@ -15,6 +15,12 @@ cluster has other members it opens a ``net.peers.PeerNetwork``: peer messages ar
 the core as they arrive, and a ``Ready``'s messages are sent (after its writes are committed) by
 their ``target``.
 
+The clock (``now_ms``) is the wall clock plus ``clock_offset_ms``, clamped so it never goes
+backwards. The offset is 0 unless a test moves it with ``CHORUS.DEBUG CLOCKSKEW`` (only with
+``--enable-debug-commands``): a positive skew jumps the node's time ahead, a negative one stalls
+it until the wall clock catches up. ``bugs`` switches on known defects of the core
+(``KNOWN_BUGS``), so the checkers can be shown to catch them in real processes.
+
 Shutdown (SIGTERM/SIGINT): stop accepting, let the pump finish the ``Ready`` in flight and any
 that follow from commands already received, then close SQLite cleanly. A failed commit is fatal:
 the node stops rather than acknowledge anything it could not persist.
@@ -41,7 +47,7 @@ from chorusdb.core.modes import core_class
 from chorusdb.net.peers import PeerNetwork
 from chorusdb.net.protocol import thaw_reply
 from chorusdb.server.config import Address, NodeConfig
-from chorusdb.server.connection_commands import CONNECTION_COMMAND_NAMES
+from chorusdb.server.connection_commands import CONNECTION_COMMAND_NAMES, DEBUG_COMMAND_NAME
 from chorusdb.server.metrics import NodeMetrics
 from chorusdb.storage.sqlite_store import SqliteStore
 from chorusdb.storage.thread import StorageThread
@@ -65,13 +71,15 @@ gc_old_threshold_collections = 100
 class Node:
     """One running ChorusDB node; see the module docstring."""
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, bugs: frozenset[str] = frozenset()) -> None:
         self.config = config
+        self.bugs = bugs
+        self.clock_offset_ms = 0
         self.version = __version__
         self.run_id = secrets.token_hex(20)
         self.metrics = NodeMetrics(config.node_id, config.mode)
         self.metrics.durability_fsync = config.durability == "fsync"
-        self.connection_command_names = CONNECTION_COMMAND_NAMES
+        self.connection_command_names = CONNECTION_COMMAND_NAMES | {DEBUG_COMMAND_NAME}
         self.clients: set[ClientConnection] = set()
         self.started_monotonic = time.monotonic()
         self.loop: asyncio.AbstractEventLoop
@@ -105,7 +113,11 @@ class Node:
         gc.set_threshold(gc_young_threshold_objects, gc_middle_threshold_collections,
                          gc_old_threshold_collections)
         core_config = CoreConfig(node_id=config.node_id, members=config.member_ids,
+                                 bugs=self.bugs,
                                  settings=config.leader if config.mode == "leader" else None)
+        for bug in sorted(self.bugs):
+            log.warning("node %s: KNOWN BUG switched on: %s (%s)", config.node_id, bug,
+                        core_class(config.mode).KNOWN_BUGS[bug])
         self.core = core_class(config.mode)(core_config, recovered, random.Random(),
                                             self.now_ms())
         log.info("node %s: mode %s, recovered %d keys at log position %s, durability %s",
@@ -183,12 +195,20 @@ class Node:
     # --- clock and ids ----------------------------------------------------------------------
 
     def now_ms(self) -> int:
-        """The wall clock in ms, never going backwards (the core contract's ``now_ms``)."""
-        now = int(time.time() * 1000)
+        """The wall clock in ms plus ``clock_offset_ms``, never going backwards (the core
+        contract's ``now_ms``)."""
+        now = int(time.time() * 1000) + self.clock_offset_ms
         if now < self._last_now_ms:
             now = self._last_now_ms
         self._last_now_ms = now
         return now
+
+    def skew_clock(self, delta_ms: int) -> int:
+        """Move the clock by ``delta_ms`` (a test's fault); the new offset."""
+        self.clock_offset_ms += delta_ms
+        log.warning("node %s: clock skewed by %+d ms, offset now %+d ms", self.config.node_id,
+                    delta_ms, self.clock_offset_ms)
+        return self.clock_offset_ms
 
     def next_client_id(self) -> int:
         return next(self._client_ids)

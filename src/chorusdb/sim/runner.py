@@ -19,7 +19,8 @@
    straight to the core, no network) and recorded in the history, and every node is asked for
    ``CHORUS.DIGEST`` of all its data: digests must agree (convergence; trivial with one node,
    still checked).
-5. *Checks*: ``verify.check_all`` with the mode's claims, the final state and the loss windows.
+5. *Checks*: ``verify.check_with_damage`` with the mode's claims, the final state, the loss
+   windows and the damaged keys.
 
 **Loss windows** (durability ``"os"`` only). With ``"os"`` a node acknowledges a write once it
 is in the page cache, so a power loss may take acknowledged writes: those written after the
@@ -58,7 +59,6 @@ from __future__ import annotations
 
 import traceback
 from functools import partial
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chorusdb.core.api import (
@@ -83,17 +83,8 @@ from chorusdb.sim.params import SeedParams, SimConfig
 from chorusdb.sim.workload import Workload, read_command
 from chorusdb.sim.world import World
 from chorusdb.storage.memory_store import CrashReport, MemoryStore
-from chorusdb.verify.check import (
-    CLAIMS,
-    CONSISTENT_PREFIX,
-    CONVERGENCE,
-    LINEARIZABLE,
-    SESSION,
-    FinalState,
-    check_all,
-)
-from chorusdb.verify.history import NOTE, History, HistoryRecorder
-from chorusdb.verify.list_append import NO_DUPLICATES, NO_FUTURE, check_list_append
+from chorusdb.verify.check import CLAIMS, CONVERGENCE, FinalState, check_with_damage
+from chorusdb.verify.history import HistoryRecorder
 from chorusdb.verify.lost_writes import LOSS_WINDOW_NOTE, LossWindow
 from chorusdb.verify.render import render_results
 from chorusdb.verify.result import CheckResult
@@ -108,9 +99,6 @@ final_reads_us_max = 5_000_000       # local reads must all be answered within t
 final_read_attempts_max = 20         # a final read refused this often is recorded as refused
 final_read_retry_us = 100_000        # wait before asking a refused final read again
 clock_epoch_ms = 1_700_000_000_000   # every node's clock starts near this wall time
-# Not held on keys a loss damaged (module docstring); the other claims judge every key.
-CLAIMS_VOIDED_BY_LOSS = frozenset({LINEARIZABLE, CONSISTENT_PREFIX, SESSION})
-DAMAGED_KEY_RULES = frozenset({NO_DUPLICATES, NO_FUTURE})  # still held on those keys
 SIM_BUGS = {
     "skip_crc_check": "the in-memory store replays storage records without checking their CRC",
 }
@@ -475,21 +463,9 @@ def _check(run: SeedRun, report: SeedReport) -> None:
     first_node = next(iter(run.final_reads))
     final_state = FinalState(values=run.final_reads[first_node], digests=run.digests(),
                              dumps=run.final_reads)
-    claims = claims_of(run.config.mode)
-    damaged = run.damaged_keys
-    if damaged == frozenset():
-        results = check_all(history, final_state=final_state, loss_windows=run.loss_windows,
-                            claims=claims)
-    else:
-        per_key = claims & CLAIMS_VOIDED_BY_LOSS
-        results = check_all(history, final_state=final_state, loss_windows=run.loss_windows,
-                            claims=claims - per_key)
-        if per_key:
-            is_damaged = (lambda key: True) if damaged is None else damaged.__contains__
-            undamaged = _restricted(history, lambda key: not is_damaged(key))
-            results += check_all(undamaged, final_state=final_state, claims=per_key)
-            damaged_only = _restricted(history, is_damaged)
-            results.append(check_list_append(damaged_only, rules=DAMAGED_KEY_RULES))
+    results = check_with_damage(history, final_state=final_state,
+                                claims=claims_of(run.config.mode),
+                                loss_windows=run.loss_windows, damaged=run.damaged_keys)
     failing: list[CheckResult] = []
     for result in results:
         report.anomalies[result.name] = report.anomalies.get(result.name, 0) + len(
@@ -500,12 +476,6 @@ def _check(run: SeedRun, report: SeedReport) -> None:
         if not result.valid:
             failing.append(result)
     report.witness = render_results(failing)
-
-
-def _restricted(history: History, keep: Callable[[bytes], bool]) -> History:
-    """The notes and the operations on the keys ``keep`` accepts, in order, renumbered."""
-    return history.filtered(lambda record: record.type == NOTE
-                            or (record.key is not None and keep(record.key)))
 
 
 def _summarise(run: SeedRun, report: SeedReport) -> None:

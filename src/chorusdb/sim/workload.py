@@ -26,10 +26,20 @@ another node: clients can target any node, which replicated modes need.
 
 A reply of an unexpected shape (an int for a ``SET``) is a protocol bug: it is recorded as an
 ``info`` and reported by the run as an anomaly of its own.
+
+What a client *decides* is shared with the real-process clients of ``chaos.workload``: the key
+pool (``KeyPool``, kinds and rotation), the operation mix and unique values
+(``ClientLogic.operation``), and what a reply, a timeout or a lost reply means for the history,
+the process id and the target node (``ClientLogic.record_reply``, ``record_lost_reply``). Only
+the transport differs: simulated messages and timers here, redis-py connections and threads
+there. Each draws from the ``random.Random`` it is given, in the same order, so a simulator
+seed replays exactly.
 """
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from chorusdb.core.api import ClientCommand
@@ -37,7 +47,7 @@ from chorusdb.replies import Error, Simple
 from chorusdb.sim.network import Network
 from chorusdb.sim.node import Request, Response
 from chorusdb.sim.world import World
-from chorusdb.verify.history import INFO, HistoryRecorder
+from chorusdb.verify.history import INFO, OK, HistoryRecorder
 
 REGISTER = "register"
 LIST = "list"
@@ -109,8 +119,8 @@ class ActiveKey:
 class KeyPool:
     """The active keys of each kind and how many operations each has left."""
 
-    def __init__(self, world: World) -> None:
-        self.rng = world.streams["workload"]
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
         self.kinds: dict[bytes, str] = {}       # every key ever used, in first-use order
         self._numbers = {kind: 0 for kind in KEY_KINDS}
         self._active = {kind: [self._fresh(kind) for _ in range(active_keys_per_kind)]
@@ -135,6 +145,97 @@ class KeyPool:
         return kind, active.key
 
 
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """How a reply was recorded: its history ``outcome`` (``ok``, ``fail`` or ``info``) and, for a
+    reply of the wrong shape, what was wrong (``malformed``)."""
+
+    outcome: str
+    malformed: str | None = None
+
+
+class ClientLogic:
+    """What one client decides, whatever carries its commands (module docstring).
+
+    It knows its ``endpoint`` (``c<n>``, the prefix of its unique values), the node it sends to
+    (``target``), its current history ``process`` and its write ``sequence``. Every random choice
+    comes from ``rng``; ``new_process`` hands out process ids unique in the whole history.
+    """
+
+    def __init__(self, *, endpoint: str, home_node: str, node_ids: tuple[str, ...],
+                 rng: random.Random, new_process: Callable[[], int],
+                 value_padding_bytes: int) -> None:
+        self.endpoint = endpoint
+        self.target = home_node
+        self.node_ids = node_ids
+        self.rng = rng
+        self._new_process = new_process
+        self.value_padding_bytes = value_padding_bytes
+        self.process = new_process()
+        self.sequence = 0
+
+    def operation(self, kind: str, key: bytes) -> tuple[str, ClientCommand, object]:
+        """The next operation on ``key``: its history ``f``, its command and its argument."""
+        rng = self.rng
+        mix = OPERATION_MIX[kind]
+        f = rng.choices([name for name, _ in mix], [weight for _, weight in mix])[0]
+        if f in ("get", "lrange"):
+            _, command = read_command(kind, key)
+            return f, command, None
+        if f == "del":
+            return f, ClientCommand(b"DEL", (key,)), None
+        if f == "incrby":
+            delta = rng.randint(1, incrby_delta_max)
+            return f, ClientCommand(b"INCRBY", (key, str(delta).encode())), delta
+        self.sequence += 1
+        value = f"{self.endpoint}-{self.sequence}".encode()
+        value += b"." * self.value_padding_bytes
+        name = b"SET" if f == "set" else b"RPUSH"
+        return f, ClientCommand(name, (key, value)), value
+
+    def record_reply(self, recorder: HistoryRecorder, f: str, value: object, *, time: int,
+                     node: str, stale: bool = False) -> Settled:
+        """Record the reply ``value`` (a ``replies`` value) to the open operation ``f``.
+
+        An error is a ``fail`` or an ``info`` by its class; after an ``info`` the client goes on
+        as a new process (and may roam), after a "not here" ``fail`` it roams. A reply of the
+        wrong shape is an ``info`` too, and says what was wrong.
+        """
+        if isinstance(value, Error):
+            outcome = recorder.error(self.process, time=time, error=value.text, node=node).type
+            if outcome == INFO:
+                self._become_new_process()
+            elif value.error_class in ROAMING_ERROR_CLASSES:
+                self.roam()
+            return Settled(outcome)
+        if reply_shape_ok(f, value):
+            if f in ECHOED_WRITES:
+                recorder.ok(self.process, time=time, node=node)
+            else:
+                result = tuple(value) if isinstance(value, list) else value
+                recorder.ok(self.process, time=time, value=result, node=node, stale=stale)
+            return Settled(OK)
+        malformed = f"{node} answered {f} with {value!r}"
+        self.record_lost_reply(recorder, time=time, error=f"malformed reply {value!r}", node=node)
+        return Settled(INFO, malformed)
+
+    def record_lost_reply(self, recorder: HistoryRecorder, *, time: int, error: str,
+                          node: str) -> None:
+        """The reply never came (a timeout, a dropped connection): the outcome is unknown, so
+        the client goes on as a new process, and may roam."""
+        recorder.info(self.process, time=time, error=error, node=node)
+        self._become_new_process()
+
+    def _become_new_process(self) -> None:
+        self.process = self._new_process()
+        if self.rng.random() < roam_after_timeout_probability:
+            self.roam()
+
+    def roam(self) -> None:
+        """Send to a node chosen at random from now on (possibly the same one)."""
+        self.target = self.rng.choice(self.node_ids)
+
+
 @dataclass(slots=True)
 class PendingOperation:
     """A worker's operation in flight: the request that carries it and where it went."""
@@ -155,7 +256,7 @@ class Workload:
         self.node_ids = node_ids
         self.shape = shape
         self.rng = world.streams["workload"]
-        self.keys = KeyPool(world)
+        self.keys = KeyPool(self.rng)
         self.phase = CHAOS
         self.invoked = 0
         self.malformed_replies: list[str] = []
@@ -193,15 +294,14 @@ class Workload:
         return self.phase == LIVENESS or self.invoked < self.shape.operations_max
 
 
-class ClientWorker:
-    """One client worker (endpoint ``c<n>``); see the module docstring."""
+class ClientWorker(ClientLogic):
+    """One simulated client worker (endpoint ``c<n>``); see the module docstring."""
 
     def __init__(self, workload: Workload, endpoint: str, home_node: str) -> None:
+        super().__init__(endpoint=endpoint, home_node=home_node, node_ids=workload.node_ids,
+                         rng=workload.rng, new_process=workload.new_process,
+                         value_padding_bytes=workload.shape.value_padding_bytes)
         self.workload = workload
-        self.endpoint = endpoint
-        self.target = home_node
-        self.process = workload.new_process()
-        self.sequence = 0
         self.pending: PendingOperation | None = None
         self.ok_since_heal = 0
         self._thinking = False
@@ -230,7 +330,7 @@ class ClientWorker:
         if workload.phase == LIVENESS and self.finished:
             return
         kind, key = workload.keys.pick()
-        f, command, value = self._operation(kind, key)
+        f, command, value = self.operation(kind, key)
         request_id = workload.new_request_id()
         workload.invoked += 1
         workload.recorder.invoke(self.process, f, key, value, time=workload.world.now_us * 1000,
@@ -240,56 +340,21 @@ class ClientWorker:
         workload.network.send(self.endpoint, self.target, Request(request_id, command))
         workload.world.after(workload.shape.timeout_us, self._timeout, request_id)
 
-    def _operation(self, kind: str, key: bytes) -> tuple[str, ClientCommand, object]:
-        rng = self.workload.rng
-        mix = OPERATION_MIX[kind]
-        f = rng.choices([name for name, _ in mix], [weight for _, weight in mix])[0]
-        if f in ("get", "lrange"):
-            _, command = read_command(kind, key)
-            return f, command, None
-        if f == "del":
-            return f, ClientCommand(b"DEL", (key,)), None
-        if f == "incrby":
-            delta = rng.randint(1, incrby_delta_max)
-            return f, ClientCommand(b"INCRBY", (key, str(delta).encode())), delta
-        self.sequence += 1
-        value = f"{self.endpoint}-{self.sequence}".encode()
-        value += b"." * self.workload.shape.value_padding_bytes
-        name = b"SET" if f == "set" else b"RPUSH"
-        return f, ClientCommand(name, (key, value)), value
-
     def receive(self, source: str, payload: object) -> None:
         assert isinstance(payload, Response)
         pending = self.pending
         if pending is None or pending.request_id != payload.request_id:
             return          # the answer to an operation that already timed out
         workload = self.workload
-        recorder = workload.recorder
-        time_ns = workload.world.now_us * 1000
         self.pending = None
-        value = payload.value
-        workload.world.trace("reply", self.endpoint, f"{payload.request_id} {value!r}")
-        if isinstance(value, Error):
-            outcome = recorder.error(self.process, time=time_ns, error=value.text,
-                                     node=payload.node_id).type
-            if outcome == INFO:
-                self._become_new_process()
-            elif value.error_class in ROAMING_ERROR_CLASSES:
-                self._roam()
-        elif reply_shape_ok(pending.f, value):
-            if pending.f in ECHOED_WRITES:
-                recorder.ok(self.process, time=time_ns, node=payload.node_id)
-            else:
-                result = tuple(value) if isinstance(value, list) else value
-                recorder.ok(self.process, time=time_ns, value=result, node=payload.node_id,
-                            stale=payload.stale)
+        workload.world.trace("reply", self.endpoint, f"{payload.request_id} {payload.value!r}")
+        settled = self.record_reply(workload.recorder, pending.f, payload.value,
+                                    time=workload.world.now_us * 1000, node=payload.node_id,
+                                    stale=payload.stale)
+        if settled.outcome == OK:
             self.ok_since_heal += 1
-        else:
-            workload.malformed_replies.append(
-                f"{payload.node_id} answered {pending.f} with {value!r}")
-            recorder.info(self.process, time=time_ns, error=f"malformed reply {value!r}",
-                          node=payload.node_id)
-            self._become_new_process()
+        if settled.malformed is not None:
+            workload.malformed_replies.append(settled.malformed)
         self.think()
 
     def _timeout(self, request_id: int) -> None:
@@ -300,15 +365,6 @@ class ClientWorker:
         self.pending = None
         workload.world.probe("client_timeout")
         workload.world.trace("timeout", self.endpoint, request_id)
-        workload.recorder.info(self.process, time=workload.world.now_us * 1000, error="timeout",
-                               node=pending.node_id)
-        self._become_new_process()
+        self.record_lost_reply(workload.recorder, time=workload.world.now_us * 1000,
+                               error="timeout", node=pending.node_id)
         self.think()
-
-    def _become_new_process(self) -> None:
-        self.process = self.workload.new_process()
-        if self.workload.rng.random() < roam_after_timeout_probability:
-            self._roam()
-
-    def _roam(self) -> None:
-        self.target = self.workload.rng.choice(self.workload.node_ids)

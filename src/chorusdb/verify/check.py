@@ -24,14 +24,20 @@ only a property the mode never promises is left out (async modes do not claim
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
 from chorusdb.verify.convergence import check_convergence
-from chorusdb.verify.history import History, Value
+from chorusdb.verify.history import NOTE, History, Value
 from chorusdb.verify.linearizability import check_linearizability
-from chorusdb.verify.list_append import ALL_RULES, CONVERGENT_RULES, check_list_append
+from chorusdb.verify.list_append import (
+    ALL_RULES,
+    CONVERGENT_RULES,
+    NO_DUPLICATES,
+    NO_FUTURE,
+    check_list_append,
+)
 from chorusdb.verify.lost_writes import LossWindow, check_lost_writes
 from chorusdb.verify.result import CheckResult
 from chorusdb.verify.session import check_session
@@ -85,3 +91,45 @@ def check_all(
     if SESSION in claimed:
         results.append(check_session(history, final_state.values))
     return results
+
+
+CLAIMS_VOIDED_BY_LOSS: Final = frozenset({LINEARIZABLE, CONSISTENT_PREFIX, SESSION})
+"""Claims about what reads showed, not held on keys a loss damaged: a correct node may have
+shown a value that it then lost (a power loss under "os", a failover under W + Q <= N)."""
+DAMAGED_KEY_RULES: Final = frozenset({NO_DUPLICATES, NO_FUTURE})
+"""The list-append rules still held on damaged keys: no element twice, none nobody wrote."""
+
+
+def check_with_damage(
+    history: History,
+    *,
+    final_state: FinalState,
+    claims: frozenset[str],
+    loss_windows: Iterable[LossWindow] = (),
+    damaged: frozenset[bytes] | None = frozenset(),
+) -> list[CheckResult]:
+    """``check_all``, where the keys in ``damaged`` (``None``: every key) get only the claims a
+    loss leaves standing: the read-based claims on the other keys, ``DAMAGED_KEY_RULES`` on
+    them, and every other claim on all keys."""
+    loss_windows = tuple(loss_windows)
+    if damaged is not None and not damaged:
+        return check_all(history, final_state=final_state, loss_windows=loss_windows,
+                         claims=claims)
+    per_key = claims & CLAIMS_VOIDED_BY_LOSS
+    results = check_all(history, final_state=final_state, loss_windows=loss_windows,
+                        claims=claims - per_key)
+    if per_key:
+        def is_damaged(key: bytes) -> bool:
+            return damaged is None or key in damaged
+
+        results += check_all(_restricted(history, lambda key: not is_damaged(key)),
+                             final_state=final_state, claims=per_key)
+        results.append(check_list_append(_restricted(history, is_damaged),
+                                         rules=DAMAGED_KEY_RULES))
+    return results
+
+
+def _restricted(history: History, keep: Callable[[bytes], bool]) -> History:
+    """The notes and the operations on the keys ``keep`` accepts, in order, renumbered."""
+    return history.filtered(lambda record: record.type == NOTE
+                            or (record.key is not None and keep(record.key)))
