@@ -23,13 +23,13 @@ from chorusdb.chaos.cluster import ChaosCluster
 from chorusdb.chaos.proxy import BACKWARD, BOTH, FORWARD, Blackhole, Delay, LinkProxies, Pass, \
     Reset
 from chorusdb.server.config import load_config
+from cluster_helpers import wait_for as wait_until
 from conftest import write_node_config
 
 pytestmark = pytest.mark.process
 
 socket_timeout_s = 5.0          # a plain socket or redis-py request that should succeed
 held_s = 0.3                    # how long a held direction is watched for bytes that must not come
-poll_interval_s = 0.05
 failover_timeout_s = 15.0
 # The defaults (heartbeat 100 ms, elections after 500..1000 ms): faster timers make a loaded
 # 2-core machine elect needlessly, as a leader whose follower answered late steps down.
@@ -170,16 +170,10 @@ def client(address: tuple[str, int]) -> redis.Redis:
 
 
 def wait_for(condition, timeout_s: float, what: str, cluster: ChaosCluster | None = None):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            statuses = {} if cluster is None else {n: cluster.status(n)
-                                                    for n in cluster.node_ids}
-            raise AssertionError(f"not within {timeout_s} s: {what}\n{statuses}")
-        time.sleep(poll_interval_s)
+    """``cluster_helpers.wait_for``, describing a failure with every node's status."""
+    def statuses() -> str:
+        return "" if cluster is None else str({n: cluster.status(n) for n in cluster.node_ids})
+    return wait_until(condition, timeout_s, what, statuses)
 
 
 def leader(cluster: ChaosCluster, among: tuple[str, ...] | None = None,

@@ -559,6 +559,11 @@ class LeaderCore:
                          "entries_received": 0, "writes_refused_no_quorum": 0,
                          "replies_in_doubt": 0, "forwarded_writes": 0, "reseeds_after_divergence": 0}
         self.elections = {"started": 0, "won": 0, "lost": 0}
+        self._handlers = {AppendReply: self._on_append_reply, Append: self._on_append,
+                          SnapshotChunk: self._on_snapshot_chunk,
+                          SnapshotAck: self._on_snapshot_ack, Forward: self._on_forward,
+                          ForwardReply: self._on_forward_reply, VoteReply: self._on_vote_reply,
+                          TimeoutNow: self._on_timeout_now}
         self._notes.append(Probe("became_follower"))
 
     @staticmethod
@@ -615,24 +620,9 @@ class LeaderCore:
             return
         if message.epoch > self.epoch:
             self._adopt_epoch(message.epoch)
-        if kind is AppendReply:
-            self._on_append_reply(message)
-        elif kind is Append:
-            self._on_append(message)
-        elif kind is SnapshotChunk:
-            self._on_snapshot_chunk(message)
-        elif kind is SnapshotAck:
-            self._on_snapshot_ack(message)
-        elif kind is Forward:
-            self._on_forward(message)
-        elif kind is ForwardReply:
-            self._on_forward_reply(message)
-        elif kind is VoteReply:
-            self._on_vote_reply(message)
-        elif kind is TimeoutNow:
-            self._on_timeout_now(message)
-        else:
-            raise AssertionError(f"not a leader-mode message: {message!r}")
+        handler = self._handlers.get(kind)
+        assert handler is not None, f"not a leader-mode message: {message!r}"
+        handler(message)
 
     def tick(self, now_ms: int) -> None:
         self._now_ms = now_ms
