@@ -201,3 +201,43 @@ def test_a_dead_follower_is_reported_disconnected_after_the_log_is_trimmed_past_
         time.sleep(poll_interval_s)
     cluster.start("n3")
     cluster.wait_converged()
+
+
+def test_a_session_read_is_one_round_trip_that_waits_for_its_position(make_cluster):
+    """``CHORUS.WAITPOS`` blocks the connection: the GET pipelined behind it runs only once the
+    follower has applied the position, so it sees a write made after the pipeline was sent.
+    ``CHORUS.TOKEN`` answers a position covering what the connection read or wrote, a write
+    forwarded by a follower included; ``CHORUS.TOPOLOGY`` names every member and the leader."""
+    cluster = make_cluster()
+    leader, n2 = cluster.nodes["n1"].client(), cluster.nodes["n2"].client()
+    assert leader.set("k", "old") is True
+    epoch, index = position_of(leader.execute_command("CHORUS.TOKEN"))
+    connection = n2.connection_pool.get_connection()
+    try:
+        connection.send_packed_command(connection.pack_commands([
+            ("CHORUS.WAITPOS", epoch, index + 1, waitpos_timeout_ms), ("GET", "k"),
+            ("CHORUS.TOKEN",)]))
+        time.sleep(0.3)                         # the follower has read the three commands
+        assert not connection.can_read(timeout=0)   # ... and answers none before the write
+        assert leader.set("k", "new") is True
+        replies = [connection.read_response() for _ in range(3)]
+    finally:
+        n2.connection_pool.release(connection)
+    assert replies[:2] == [b"OK", b"new"]
+    assert position_of(replies[2]) >= (epoch, index + 1)
+
+    pipe = n2.pipeline(transaction=False)       # a write n2 forwards to the leader
+    pipe.set("forwarded", "f")
+    pipe.execute_command("CHORUS.TOKEN")
+    _, token = pipe.execute()
+    assert position_of(token) >= position_of(leader.execute_command("CHORUS.POSITION"))
+
+    topology = n2.execute_command("CHORUS.TOPOLOGY")
+    fields = dict(zip(topology[::2], topology[1::2]))
+    assert (fields[b"node"], fields[b"role"], fields[b"leader"]) == (b"n2", b"follower", b"n1")
+    assert sorted(fields[b"members"]) == sorted(
+        [node_id.encode(), node.client_address.encode()]
+        for node_id, node in cluster.nodes.items())
+    assert fields[b"staleness_ms"] >= 0 and fields[b"lag_entries"] >= 0
+    leader_fields = leader.execute_command("CHORUS.TOPOLOGY")
+    assert leader_fields[leader_fields.index(b"role") + 1] == b"leader"

@@ -529,11 +529,27 @@ _SPECS: tuple[CommandSpec, ...] = (
              "the position of the connection's last write.", "0.1.0", "server",
              _CONNECTION_SLOW, _leaf("numreplicas", "integer"), _leaf("timeout", "integer"),
              _leaf("epoch", "integer"), _leaf("index", "integer")),
-    _keyless("chorus.waitpos", 4, ("loading", "stale"), "chorus",
-             "Blocks until this node has applied the log position epoch:index, or answers "
-             "-TRYAGAIN after timeout_ms.", "0.1.0", "server", _CONNECTION_SLOW,
-             _leaf("epoch", "integer"), _leaf("index", "integer"),
-             _leaf("timeout_ms", "integer")),
+    _keyless("chorus.waitpos", -4, ("loading", "stale"), "chorus",
+             "Blocks the connection until this node has applied the log position epoch:index "
+             "and, when given, is at most MAXLAG entries behind the leader's commit and was "
+             "caught up with it at most MAXSTALENESS ms ago; answers OK, or -TRYAGAIN after "
+             "timeout_ms. Commands sent after it on the connection run once it has answered, "
+             "so a pipelined read that follows it sees the position.", "0.1.0", "server",
+             _CONNECTION_SLOW, _leaf("epoch", "integer"), _leaf("index", "integer"),
+             _leaf("timeout_ms", "integer"),
+             _leaf("entries", "integer", token="MAXLAG", optional=True),
+             _leaf("ms", "integer", token="MAXSTALENESS", optional=True)),
+    _keyless("chorus.token", 1, ("loading", "stale", "fast"), "chorus",
+             "Returns the session token of the connection as epoch:index: the highest of this "
+             "node's applied position and the position of the connection's last write, taken "
+             "once every earlier command of the connection has been answered. A read answered "
+             "before it saw no later state than the token names.", "0.1.0", "server",
+             _CONNECTION_FAST),
+    _keyless("chorus.topology", 1, ("loading", "stale", "fast"), "chorus",
+             "Returns what this node knows of the cluster, as an array of field names and "
+             "values: node, role, epoch, leader, applied, commit, lag_entries, staleness_ms "
+             "and members (an array of [id, client address] pairs).", "0.1.0", "server",
+             _CONNECTION_FAST),
     _keyless("chorus.digest", 1, ("loading", "stale"), "chorus",
              "Returns a SHA-256 digest of this node's live data: replicas holding the same data "
              "answer the same digest.", "0.1.0", "server", _CONNECTION_FAST),

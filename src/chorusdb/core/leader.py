@@ -107,8 +107,12 @@ for ``/status``.
 
 **Positions for clients.** ``ClientReply.position`` is where a write landed; the server keeps
 it per connection for ``WAIT`` (sent to the core as ``CHORUS.WAITREPLICAS n timeout epoch index``:
-the followers whose durable position covers it) and ``CHORUS.POSITION``. ``CHORUS.WAITPOS epoch
-index timeout_ms`` waits until this node has applied the position.
+the followers whose durable position covers it), ``CHORUS.POSITION`` and ``CHORUS.TOKEN`` (the
+core answers its applied position; the server raises it to the connection's last write).
+``CHORUS.WAITPOS epoch index timeout_ms [MAXLAG n] [MAXSTALENESS ms]`` waits until this node has
+applied the position and meets the bounds (``core.position_wait``): a follower knows the latest
+commit a leader's ``Append`` carried and when it last held it, so it knows how far behind it is
+in entries and in time; the leader is behind by neither.
 
 Known defects the simulator can switch on (``KNOWN_BUGS``) to show its checkers catch them.
 """
@@ -169,6 +173,7 @@ from chorusdb.core.model import (
     TruncateLogAfter,
     Write,
 )
+from chorusdb.core.position_wait import NOT_AN_INTEGER, PositionWaitRequest, parse_position_wait
 from chorusdb.core.standalone import expiry_cycle_interval_ms, expiry_reclaim_keys_max
 from chorusdb.replies import OK, Error, Simple
 
@@ -390,12 +395,13 @@ class Waiter:
 @dataclass(slots=True)
 class PositionWait:
     """``CHORUS.WAITREPLICAS`` (``replicas``: how many followers must hold ``position``) or
-    ``CHORUS.WAITPOS`` (``replicas`` None: this node must have applied it)."""
+    ``CHORUS.WAITPOS`` (``replicas`` None: this node must have applied it, within ``bounds``)."""
 
     request_id: int
     position: Position
     replicas: int | None
     deadline_ms: int                        # NO_DEADLINE: wait for ever (WAIT ... 0)
+    bounds: PositionWaitRequest | None = None
 
 
 class LeaderCore:
@@ -550,6 +556,8 @@ class LeaderCore:
         self._forward_sequence = 0
         self._forwards: dict[tuple[int, int], PendingForward] = {}
         self._last_leader_contact_ms = -1
+        self._leader_commit_heard = ZERO_POSITION   # the latest commit a leader's Append carried
+        self._caught_up_ms = -1             # when this node last held that commit (-1: never)
         self._ticked = False
         self._reseed_reason = ""
         self._reseeding = False             # data dropped after a divergence, not yet back
@@ -1484,6 +1492,7 @@ class LeaderCore:
             self._forget_forwards_to_others()
             self._send_waiting_forwards()
         self._last_leader_contact_ms = now
+        self._leader_commit_heard = max(self._leader_commit_heard, append.commit)
         self._reset_election_timer()
         self._echo_ms = max(self._echo_ms, append.sent_ms)
         self._reply_to_leader = True
@@ -1550,8 +1559,10 @@ class LeaderCore:
         self.commit = max(self.commit, min(append.commit, verified))
         self.safe = max(self.safe, min(append.safe, verified))
         self._apply_up_to(min(self.commit.index, log.last.index))
-        if self._reseeding and self.applied >= append.commit:
-            self._reseeding = False         # caught up with what the leader acknowledged
+        if self.applied >= append.commit:
+            self._caught_up_ms = now
+            if self._reseeding:
+                self._reseeding = False     # caught up with what the leader acknowledged
         self._check_waits_now()
 
     def _learn_epoch_leader(self, epoch: int, leader: str) -> None:
@@ -1838,7 +1849,7 @@ class LeaderCore:
 
     def _local_command(self, command: ClientCommand) -> object:
         name = command.name
-        if name == b"CHORUS.POSITION":
+        if name in (b"CHORUS.POSITION", b"CHORUS.TOKEN"):
             return str(self.applied).encode()
         if name == b"CHORUS.DIGEST":
             return self.keyspace.digest(self._now_ms).encode()
@@ -1846,30 +1857,50 @@ class LeaderCore:
 
     def _wait_position(self, request_id: int, args: tuple[bytes, ...], counting: bool) -> None:
         """``CHORUS.WAITREPLICAS n timeout epoch index`` (``counting``) or
-        ``CHORUS.WAITPOS epoch index timeout``."""
-        try:
-            numbers = [int(arg) for arg in args]
-        except ValueError:
-            self._reply_now(request_id, Error("ERR value is not an integer or out of range"))
-            return
+        ``CHORUS.WAITPOS epoch index timeout [MAXLAG n] [MAXSTALENESS ms]``."""
+        bounds: PositionWaitRequest | None = None
         replicas: int | None = None
         if counting:
-            replicas, timeout_ms, epoch, index = numbers
+            try:
+                replicas, timeout_ms, epoch, index = (int(arg) for arg in args)
+            except ValueError:
+                self._reply_now(request_id, NOT_AN_INTEGER)
+                return
             if (epoch, index) == (-1, -1):        # the server's "the log's end now"
                 epoch, index = self.log.last.epoch, self.log.last.index
+            if timeout_ms < 0 or replicas < 0 or epoch < 0 or index < 0:
+                self._reply_now(request_id, Error("ERR timeout is negative" if timeout_ms < 0
+                                                  else "ERR a negative position or count"))
+                return
+            position = Position(epoch, index)
         else:
-            epoch, index, timeout_ms = numbers
-        if timeout_ms < 0 or (replicas or 0) < 0 or epoch < 0 or index < 0:
-            self._reply_now(request_id, Error("ERR timeout is negative" if timeout_ms < 0
-                                              else "ERR a negative position or count"))
-            return
+            parsed = parse_position_wait(args)
+            if isinstance(parsed, Error):
+                self._reply_now(request_id, parsed)
+                return
+            bounds, position, timeout_ms = parsed, parsed.position, parsed.timeout_ms
         if len(self._position_waits) >= waiters_max:
             self._reply_now(request_id, Error(f"ERR more than {waiters_max} waits outstanding"))
             return
         deadline = NO_DEADLINE if timeout_ms == 0 and counting else self._now_ms + timeout_ms
-        wait = PositionWait(request_id, Position(epoch, index), replicas, deadline)
-        if not self._finish_wait(wait, timed_out=False):
+        wait = PositionWait(request_id, position, replicas, deadline, bounds)
+        # CHORUS.WAITPOS ... 0 does not wait: it answers now, OK or -TRYAGAIN.
+        if not self._finish_wait(wait, timed_out=deadline == self._now_ms):
             self._position_waits.append(wait)
+
+    def lag_entries(self) -> int:
+        """Committed entries this node has not applied yet, as far as it knows (0 on the
+        leader)."""
+        if self.is_leader:
+            return 0
+        return max(0, self._leader_commit_heard.index - self.applied.index)
+
+    def staleness_ms(self) -> int | None:
+        """How long ago this node last held everything the leader had committed (0 on the
+        leader; None: never since it started)."""
+        if self.is_leader:
+            return 0
+        return None if self._caught_up_ms < 0 else self._now_ms - self._caught_up_ms
 
     def _replicas_holding(self, position: Position) -> int:
         """Followers that answered at least once and hold ``position`` durably."""
@@ -1884,13 +1915,18 @@ class LeaderCore:
                 self._reply_now(wait.request_id, count)
                 return True
             return False
-        if self.applied >= wait.position:
+        applied = self.applied >= wait.position
+        lag, staleness = self.lag_entries(), self.staleness_ms()
+        if applied and (wait.bounds is None or wait.bounds.bounds_met(lag, staleness)):
             self._reply_now(wait.request_id, OK)
             return True
         if timed_out:
+            why = (f"is {lag} entries behind and was caught up with the leader "
+                   f"{'never' if staleness is None else f'{staleness} ms ago'}" if applied else
+                   f"has not applied position {wait.position} (applied: {self.applied})")
             self._reply_now(wait.request_id, Error(
-                f"TRYAGAIN position {wait.position} is not applied on {self.node_id} after "
-                f"the timeout (applied: {self.applied}); retry, or read from the leader"))
+                f"TRYAGAIN {self.node_id} {why} after the timeout; retry, or read from the "
+                f"leader"))
             return True
         return False
 
@@ -2026,6 +2062,8 @@ class LeaderCore:
                     "bytes": self.log.bytes},
             "leader_contact_ms_ago": (None if self.is_leader or self._last_leader_contact_ms < 0
                                       else now - self._last_leader_contact_ms),
+            "lag_entries": self.lag_entries(),
+            "staleness_ms": self.staleness_ms(),
             "snapshot_receiving": (None if self._incoming is None else
                                    f"{len(self._incoming.received)}/{self._incoming.chunks}"),
             "inflight_entries": sum(max(0, f.next_index - 1 - f.match.index)

@@ -44,6 +44,7 @@ from chorusdb.core.model import (
     RecoveredState,
     Write,
 )
+from chorusdb.core.position_wait import NOT_AN_INTEGER, parse_position_wait
 from chorusdb.replies import OK, Error
 
 expiry_reclaim_keys_max = 256        # expired keys deleted per tick
@@ -131,6 +132,8 @@ class StandaloneCore:
             "role": "standalone",
             "epoch": self.last_position.epoch,
             "leader_id": self.config.node_id,
+            "lag_entries": 0,
+            "staleness_ms": 0,
             "position": position,
             "commit_position": dict(position),
             "members": [],
@@ -152,7 +155,7 @@ class StandaloneCore:
             return reply
         if command.name in (b"WAIT", b"CHORUS.WAITREPLICAS", b"CHORUS.WAITPOS"):
             return self._wait(command.name, command.args)
-        if command.name == b"CHORUS.POSITION":
+        if command.name in (b"CHORUS.POSITION", b"CHORUS.TOKEN"):
             return str(self.last_position).encode()
         if command.name == b"CHORUS.DIGEST":
             return self.keyspace.digest(now_ms).encode()
@@ -167,20 +170,23 @@ class StandaloneCore:
 
     def _wait(self, name: bytes, args: tuple[bytes, ...]) -> object:
         """WAIT and CHORUS.WAITREPLICAS count no replicas; CHORUS.WAITPOS answers at once, since
-        this node's position moves only by writes it runs itself."""
+        this node's position moves only by writes it runs itself (and it is never behind a
+        leader, so its bounds always hold)."""
+        if name == b"CHORUS.WAITPOS":
+            parsed = parse_position_wait(args)
+            if isinstance(parsed, Error):
+                return parsed
+            if parsed.position <= self.last_position:
+                return OK
+            return Error(f"TRYAGAIN position {parsed.position} is beyond this node's log "
+                         f"(at {self.last_position})")
         try:
             numbers = [int(arg) for arg in args]
         except ValueError:
-            return Error("ERR value is not an integer or out of range")
-        timeout_ms = numbers[2] if name == b"CHORUS.WAITPOS" else numbers[1]
-        if timeout_ms < 0:
+            return NOT_AN_INTEGER
+        if numbers[1] < 0:      # WAIT n timeout / CHORUS.WAITREPLICAS n timeout epoch index
             return Error("ERR timeout is negative")
-        if name != b"CHORUS.WAITPOS":
-            return 0    # no replicas to wait for
-        if Position(numbers[0], numbers[1]) <= self.last_position:
-            return OK
-        return Error(f"TRYAGAIN position {numbers[0]}:{numbers[1]} is beyond this node's log "
-                     f"(at {self.last_position})")
+        return 0    # no replicas to wait for
 
     def _append(self, effect: Effect) -> None:
         position = Position(self.last_position.epoch, self.last_position.index + 1)

@@ -13,6 +13,14 @@ nothing it sent before the error is lost, nothing after it is run. A client that
 its replies is disconnected once ``client_output_buffer_bytes_max`` is queued. A client that
 disconnects mid-command simply goes away: its proposed commands still complete (they may have
 been acknowledged to nobody) and their replies are dropped.
+
+``CHORUS.WAITPOS`` blocks its connection, as Redis's blocking commands do: the commands that
+follow it (already parsed, or still in the socket, which is not read meanwhile) are proposed
+only once it has answered, so a read pipelined after it sees the position it waited for.
+``CHORUS.TOKEN`` is answered in order too: its value is the core's applied position raised to
+the connection's last write, taken when every earlier reply of the connection is in — so a
+forwarded write whose reply came late still counts. Together they make a session read one round
+trip: ``CHORUS.WAITPOS <token> ...``, the read, ``CHORUS.TOKEN``.
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ if TYPE_CHECKING:
 PENDING = object()
 NOAUTH = Error("NOAUTH Authentication required.")
 ALLOWED_BEFORE_AUTH = frozenset({b"AUTH", b"HELLO", b"QUIT", b"RESET"})
+BLOCKING_COMMAND_NAMES = frozenset({b"CHORUS.WAITPOS"})
+TOKEN_COMMAND_NAME = b"CHORUS.TOKEN"
 
 
 class Slot:
@@ -41,13 +51,15 @@ class Slot:
     its reply is encoded in: the one in force when the command arrived (HELLO may change it for
     the commands after it while earlier replies are still pending)."""
 
-    __slots__ = ("value", "name", "started", "protocol")
+    __slots__ = ("value", "name", "started", "protocol", "is_token")
 
-    def __init__(self, value: object, name: str, started: float, protocol: int) -> None:
+    def __init__(self, value: object, name: str, started: float, protocol: int,
+                 is_token: bool = False) -> None:
         self.value = value
         self.name = name
         self.started = started
         self.protocol = protocol
+        self.is_token = is_token        # CHORUS.TOKEN: raised to the last write when flushed
 
 
 class ClientConnection(asyncio.Protocol):
@@ -64,6 +76,9 @@ class ClientConnection(asyncio.Protocol):
         self.reading_paused = False
         self.last_write_position: Position | None = None    # for WAIT and CHORUS.POSITION
         self.last_activity = 0.0
+        self.blocked_by: Slot | None = None         # a blocking command not answered yet
+        self.held: deque[list[bytes]] = deque()     # commands parsed while blocked
+        self.held_error: str | None = None          # a protocol error that follows them
 
     # --- asyncio callbacks ------------------------------------------------------------------
 
@@ -108,26 +123,39 @@ class ClientConnection(asyncio.Protocol):
         parser = self.parser
         while not self.closing:
             room = limits.pending_replies_max - len(self.slots)
-            if room <= 0:
+            if room <= 0 or self.blocked_by is not None:
                 if not self.reading_paused and self.transport is not None:
                     self.transport.pause_reading()
                     self.reading_paused = True
                 return
             wanted = min(room, limits.commands_per_batch_max)
-            commands, error = parser.next_events(wanted)
+            from_held = bool(self.held) or self.held_error is not None
+            if from_held:
+                commands = [self.held.popleft() for _ in range(min(wanted, len(self.held)))]
+                error_message = None
+                if not self.held:
+                    error_message, self.held_error = self.held_error, None
+            else:
+                commands, error = parser.next_events(wanted)
+                error_message = None if error is None else error.message
             proposed = False
-            for args in commands:
+            for done, args in enumerate(commands, start=1):
                 proposed |= self._dispatch(args, now, now_ms)
                 if self.closing:
                     break
+                if self.blocked_by is not None and (done < len(commands)
+                                                    or error_message is not None):
+                    self.held.extendleft(reversed(commands[done:]))
+                    self.held_error, error_message = error_message, None
+                    break
             if proposed:
                 node.kick()
-            if error is not None:
+            if error_message is not None:
                 node.metrics.protocol_errors += 1
-                self.slots.append(Slot(Error(f"ERR Protocol error: {error.message}"),
+                self.slots.append(Slot(Error(f"ERR Protocol error: {error_message}"),
                                        "protocol-error", now, self.state.protocol))
                 self.closing = True
-            if len(commands) < wanted:
+            if len(commands) < wanted and not from_held:
                 return
 
     # --- commands ---------------------------------------------------------------------------
@@ -155,8 +183,11 @@ class ClientConnection(asyncio.Protocol):
         command = ClientCommand(name, tuple(args[1:]))
         if name == b"WAIT" and len(args) == 3:
             command = self._wait_for_last_write(args)
-        slot = Slot(PENDING, self.node.metric_name(name), now, state.protocol)
+        slot = Slot(PENDING, self.node.metric_name(name), now, state.protocol,
+                    is_token=name == TOKEN_COMMAND_NAME)
         self.slots.append(slot)
+        if name in BLOCKING_COMMAND_NAMES:
+            self.blocked_by = slot
         self.node.propose(command, self, slot, now_ms)
         return True
 
@@ -181,6 +212,29 @@ class ClientConnection(asyncio.Protocol):
         if position is not None and (self.last_write_position is None
                                      or position > self.last_write_position):
             self.last_write_position = position
+        if slot is self.blocked_by:
+            self.blocked_by = None
+            # Not now: the node is delivering a Ready, and proposals belong to the next one.
+            self.node.loop.call_soon(self._unblock)
+
+    def _raise_to_last_write(self, value: object) -> object:
+        """A ``CHORUS.TOKEN`` reply (the node's applied position), raised to the connection's
+        last write."""
+        if not isinstance(value, bytes) or self.last_write_position is None:
+            return value
+        epoch, index = value.split(b":")
+        return str(max(Position(int(epoch), int(index)), self.last_write_position)).encode()
+
+    def _unblock(self) -> None:
+        """Propose what the blocking command held back, and read the socket again."""
+        if self.closing or self.blocked_by is not None:
+            return
+        self._drain()
+        if self.blocked_by is None and self.reading_paused and self.transport is not None \
+                and len(self.slots) < limits.pending_replies_max // 2:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        self.flush()
 
     def flush(self) -> None:
         """Write every reply at the head of the FIFO that is ready, in one write."""
@@ -194,6 +248,8 @@ class ClientConnection(asyncio.Protocol):
         now = self.node.loop.time()
         while slots and slots[0].value is not PENDING:
             slot = slots.popleft()
+            if slot.is_token:
+                slot.value = self._raise_to_last_write(slot.value)
             if not runs or runs[-1][0] != slot.protocol:
                 runs.append((slot.protocol, []))
             runs[-1][1].append(slot.value)
@@ -212,7 +268,8 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.closing and not slots:
             transport.close()
-        elif self.reading_paused and len(slots) < limits.pending_replies_max // 2:
+        elif self.reading_paused and self.blocked_by is None \
+                and len(slots) < limits.pending_replies_max // 2:
             self.reading_paused = False
             transport.resume_reading()
             self._drain()

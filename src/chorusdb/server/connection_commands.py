@@ -1,8 +1,8 @@
 """Commands about the connection and the server, answered at the edge without the core.
 
-PING, ECHO, AUTH, HELLO, SELECT, INFO, ROLE, CLIENT, COMMAND, QUIT and RESET change only the
-connection's own state (protocol version, name, authentication) or describe the node, so they
-never enter the replication log. Their replies follow Redis 7 closely enough that redis-py,
+PING, ECHO, AUTH, HELLO, SELECT, INFO, ROLE, CLIENT, COMMAND, QUIT, RESET and CHORUS.TOPOLOGY
+change only the connection's own state (protocol version, name, authentication) or describe the
+node, so they never enter the replication log. Their replies follow Redis 7 closely enough that redis-py,
 redis-cli and redis-benchmark cannot tell the difference.
 
 ROLE and ``INFO replication`` translate the core's ``status()`` into Redis's replication
@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 
 REDIS_VERSION = "7.2.0"      # what we report: redis-py and redis-cli gate features on it
 CONNECTION_COMMAND_NAMES = frozenset({b"PING", b"ECHO", b"AUTH", b"HELLO", b"SELECT", b"INFO",
-                                      b"ROLE", b"CLIENT", b"COMMAND", b"QUIT", b"RESET"})
+                                      b"ROLE", b"CLIENT", b"COMMAND", b"QUIT", b"RESET",
+                                      b"CHORUS.TOPOLOGY"})
 DEBUG_COMMAND_NAME = b"CHORUS.DEBUG"
 client_name_bytes_max = 256
 
@@ -193,6 +194,26 @@ def _role(node: Node, state: ConnectionState, args: list[bytes]) -> object:
     host, port = _leader_address(node)
     return [b"slave", host.encode(), port, _link_state(node, status).encode(),
             _applied_index(status)]
+
+
+def _topology(node: Node, state: ConnectionState, args: list[bytes]) -> object:
+    """What a cluster-aware client needs to route: field names and values, like CONFIG GET.
+    ``members`` pairs every member id with its client address (a standalone node: itself);
+    ``staleness_ms`` is -1 on a node that never held the leader's commit since it started."""
+    status = node.core.status()
+    members = node.config.members
+    addresses = ([[member.id.encode(), str(member.client).encode()] for member in members]
+                 if members else [[node.config.node_id.encode(), str(node.config.client).encode()]])
+    applied = status.get("applied_position", status["position"])
+    commit = status["commit_position"]
+    staleness = status["staleness_ms"]
+    return [b"node", node.config.node_id.encode(), b"role", status["role"].encode(),
+            b"epoch", status["epoch"], b"leader", (status["leader_id"] or "").encode(),
+            b"applied", b"%d:%d" % (applied["epoch"], applied["index"]),
+            b"commit", b"%d:%d" % (commit["epoch"], commit["index"]),
+            b"lag_entries", status["lag_entries"],
+            b"staleness_ms", -1 if staleness is None else staleness,
+            b"members", addresses]
 
 
 # --- replication facts shared by ROLE and INFO ----------------------------------------------
@@ -513,5 +534,6 @@ _INFO_BUILDERS = {"server": _info_server, "clients": _info_clients, "memory": _i
 
 _HANDLERS = {b"PING": _ping, b"ECHO": _echo, b"AUTH": _auth, b"HELLO": _hello,
              b"SELECT": _select, b"INFO": _info, b"ROLE": _role, b"CLIENT": _client,
-             b"COMMAND": _command, b"QUIT": _quit, b"RESET": _reset}
+             b"COMMAND": _command, b"QUIT": _quit, b"RESET": _reset,
+             b"CHORUS.TOPOLOGY": _topology}
 assert _HANDLERS.keys() == CONNECTION_COMMAND_NAMES
