@@ -550,6 +550,15 @@ _SPECS: tuple[CommandSpec, ...] = (
              "values: node, role, epoch, leader, applied, commit, lag_entries, staleness_ms "
              "and members (an array of [id, client address] pairs).", "0.1.0", "server",
              _CONNECTION_FAST),
+    _keyless("chorus.once", -3, ("write", "denyoom"), "data-write",
+             "Runs the data write command exactly once for request_id: the first time it runs "
+             "and, if it changed anything, its reply is remembered with request_id in the same "
+             "log entry as the write, for 10 minutes; a retry with the same request_id, on any "
+             "node and after a failover too, answers the remembered reply and applies nothing. "
+             "Use a random id per logical request and the same id on every retry of it.",
+             "0.1.0", "server", ("@write", "@slow"), _leaf("request-id", "string"),
+             _leaf("command", "string"), _leaf("arg", "string", optional=True, multiple=True),
+             complexity="Depends on the command."),
     _keyless("chorus.digest", 1, ("loading", "stale"), "chorus",
              "Returns a SHA-256 digest of this node's live data: replicas holding the same data "
              "answer the same digest.", "0.1.0", "server", _CONNECTION_FAST),

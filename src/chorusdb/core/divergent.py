@@ -24,6 +24,7 @@ from chorusdb.core.model import (
     FlushAll,
     PopItems,
     PushItems,
+    Request,
     SetExpiry,
     SetValue,
 )
@@ -56,8 +57,26 @@ def entry_command(effect: Effect) -> ClientCommand:
         if effect.expire_at_ms == NO_EXPIRY:
             return ClientCommand(b"PERSIST", (effect.key,))
         return ClientCommand(b"PEXPIREAT", (effect.key, str(effect.expire_at_ms).encode()))
+    if kind is Request:
+        return _request_command(effect)
     assert kind is FlushAll, effect
     return ClientCommand(b"FLUSHDB", ())
+
+
+def _request_command(request: Request) -> ClientCommand:
+    """``CHORUS.ONCE`` with the request's id around a command that makes its effects happen
+    again: if the client already retried the request where it is reapplied, the retry is
+    remembered there and the reapply answers its reply and applies nothing. One command's
+    effects are one effect, an MSET's values, or a push that reclaimed an expired key first."""
+    effects = request.effects
+    last = effects[-1]
+    if len(effects) == 1 or (type(last) is PushItems
+                             and effects[:-1] == (DeleteKeys((last.key,)),)):
+        wrapped = entry_command(last)
+    else:
+        assert all(type(e) is SetValue and e.expire_at_ms == NO_EXPIRY for e in effects), request
+        wrapped = ClientCommand(b"MSET", tuple(word for e in effects for word in (e.key, e.value)))
+    return ClientCommand(b"CHORUS.ONCE", (request.request_id, wrapped.name, *wrapped.args))
 
 
 def command_text(command: ClientCommand) -> bytes:

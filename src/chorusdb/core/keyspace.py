@@ -57,6 +57,25 @@ the limit of 1000 nested ``*``. A pattern compiles to a regular expression whose
 are atomic groups, which matches in O(len(key) * len(pattern)) like Redis's own matcher (no
 backtracking blow-up on hostile patterns).
 
+Remembered requests (``CHORUS.ONCE request_id command ...``, exactly-once writes for clients
+that retry): the wrapped write runs as usual and, when it has effects, they go into one
+``Request`` effect that also remembers ``request_id`` with the encoded reply until
+``now_ms + request_remembered_ms``, so the write and the memory of it are one log entry. A
+retry with the same id, on this node or on any node that applied the entry (a new leader after
+a failover too), answers the remembered reply and has no effects. A wrapped command that fails
+or changes nothing is not remembered: its retry runs again, harmlessly.
+
+- The table lives in storage as ordinary STRING records under ``REQUEST_KEY_PREFIX +
+  request_id`` (the value is the encoded reply, the expiry the request's), so recovery, snapshots
+  and ``take_changes`` carry it like the data; here the records sit in ``_requests``, apart from
+  ``_records``, so no data command, count or digest sees them. ``items()`` returns both.
+- A write whose effects would touch a key starting with the prefix is refused.
+- Expired requests are reclaimed like expired keys: ``expired_keys`` returns their keys too
+  (from a heap of their own, so ``live_count`` and ``expiring_count`` count user keys only)
+  and ``DeleteKeys`` removes them. FLUSHDB keeps the table.
+- Replies are encoded with msgpack (``encode_reply``): bulk strings, integers, nulls and arrays
+  as themselves, ``Simple`` and ``Error`` as extension values; a write's reply has no other type.
+
 Integers follow Redis's ``string2ll``: optional ``-``, no ``+``, no spaces, no leading zeros,
 no ``-0``, signed 64-bit.
 """
@@ -66,14 +85,17 @@ from __future__ import annotations
 import functools
 import hashlib
 import heapq
+import itertools
 import re
 from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
+import msgpack
+
 from chorusdb import limits
 from chorusdb.core.api import ClientCommand
-from chorusdb.core.commands import COMMANDS, DATA_CATEGORIES
+from chorusdb.core.commands import COMMANDS, DATA_CATEGORIES, resolve
 from chorusdb.core.model import (
     NO_EXPIRY,
     ClearRecords,
@@ -87,6 +109,7 @@ from chorusdb.core.model import (
     PushItems,
     PutRecord,
     Record,
+    Request,
     SetExpiry,
     SetValue,
     Write,
@@ -112,6 +135,11 @@ glob_star_nesting_max = 1000            # Redis's stringmatchlen recursion bound
 expiry_heap_stale_entries_slack = 1024  # stale heap entries tolerated before a rebuild
 scan_holes_slack = 1024                 # holes in the SCAN order tolerated before compaction
 scan_visits_per_count = 10              # SCAN visits at most COUNT * this slots (Redis's bound)
+request_remembered_ms = 10 * 60 * 1000  # how long CHORUS.ONCE remembers a request's reply
+request_id_bytes_max = 64               # a CHORUS.ONCE request id (16 random bytes in hex: 32)
+
+REQUEST_KEY_PREFIX = b"\xffchorus:request:"
+"""Storage keys of the remembered requests: this prefix, then the request id."""
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -130,6 +158,14 @@ EXPIRE_GT_LT_CONFLICT = Error("ERR GT and LT options at the same time are not co
 LIST_TOO_LONG = Error(f"ERR list would exceed the maximum of {list_items_max} items")
 TOO_MANY_KEYS = Error(f"ERR KEYS would return more than {limits.keys_reply_items_max} keys, "
                       "use SCAN")
+BAD_REQUEST_ID = Error(f"ERR CHORUS.ONCE request id must be 1 to {request_id_bytes_max} bytes")
+RESERVED_KEY = Error(f"ERR keys starting with {REQUEST_KEY_PREFIX.decode('latin-1')!r} are "
+                     "reserved for CHORUS.ONCE's request table")
+
+
+def not_a_wrapped_write(name: bytes) -> Error:
+    return Error(f"ERR CHORUS.ONCE wraps a data write command (SET, INCR, RPUSH, ...), not "
+                 f"'{name.decode('utf-8', 'replace').lower()[:128]}'")
 
 
 def invalid_expire_time(command_name: str) -> Error:
@@ -153,6 +189,69 @@ _TYPE_NONE = Simple("none")
 _NO_EFFECTS: tuple[Effect, ...] = ()
 _FLUSH_ALL = FlushAll()
 _SECOND_MS = 1000
+_ONCE = b"CHORUS.ONCE"
+
+
+# --- remembered replies ----------------------------------------------------------------------
+
+_REPLY_SIMPLE_TAG = 1
+_REPLY_ERROR_TAG = 2
+_WRITE_REPLY_LEAF_TYPES = frozenset({bytes, int, type(None), Simple, Error})
+
+
+def _check_write_reply(reply: object) -> None:
+    if type(reply) is list:
+        for item in reply:
+            _check_write_reply(item)
+    else:
+        assert type(reply) in _WRITE_REPLY_LEAF_TYPES, f"not a reply of a write: {reply!r:.80}"
+
+
+def _reply_extension(value: object) -> msgpack.ExtType:
+    if type(value) is Simple:
+        return msgpack.ExtType(_REPLY_SIMPLE_TAG, value.text.encode())
+    assert type(value) is Error, value
+    return msgpack.ExtType(_REPLY_ERROR_TAG, value.text.encode())
+
+
+def _reply_from_extension(tag: int, payload: bytes) -> Simple | Error:
+    assert tag in (_REPLY_SIMPLE_TAG, _REPLY_ERROR_TAG), tag
+    return (Simple if tag == _REPLY_SIMPLE_TAG else Error)(payload.decode())
+
+
+def encode_reply(reply: object) -> bytes:
+    """A write command's reply as ``Request.reply`` holds it (see the module docstring)."""
+    _check_write_reply(reply)
+    return msgpack.packb(reply, default=_reply_extension, use_bin_type=True)
+
+
+def decode_reply(data: bytes) -> object:
+    """The reply ``encode_reply`` encoded, with arrays as lists (as the RESP encoder wants)."""
+    return msgpack.unpackb(data, ext_hook=_reply_from_extension, raw=False, use_list=True)
+
+
+def request_key(request_id: bytes) -> bytes:
+    """The storage key under which the reply of ``request_id`` is remembered."""
+    return REQUEST_KEY_PREFIX + request_id
+
+
+# Every key that starts with the prefix, and only those, sorts in [prefix, _REQUEST_KEYS_END):
+# two comparisons, cheaper than a call of ``startswith`` on the path of every write.
+_REQUEST_KEYS_END = REQUEST_KEY_PREFIX[:-1] + bytes((REQUEST_KEY_PREFIX[-1] + 1,))
+_SINGLE_KEY_EFFECTS = frozenset({SetValue, PushItems, PopItems, SetExpiry})
+
+
+def _touches_reserved_key(effects: tuple[Effect, ...]) -> bool:
+    """Whether an effect would change a key of the request table (a ``Request``'s own effects
+    were checked when its wrapped command ran)."""
+    for effect in effects:
+        kind = type(effect)
+        if kind is DeleteKeys:
+            if any(REQUEST_KEY_PREFIX <= key < _REQUEST_KEYS_END for key in effect.keys):
+                return True
+        elif kind in _SINGLE_KEY_EFFECTS and REQUEST_KEY_PREFIX <= effect.key < _REQUEST_KEYS_END:
+            return True
+    return False
 
 
 # --- parsing ---------------------------------------------------------------------------------
@@ -312,13 +411,14 @@ Handler = Callable[[tuple[bytes, ...], int], tuple[object, tuple[Effect, ...]]]
 class Keyspace:
     """The in-memory state of one node and the data commands; see the module docstring.
 
-    The keyspace owns ``records`` (it mutates the dict it is given).
+    The keyspace owns ``records`` (it mutates the dict it is given: the records of the request
+    table, under ``REQUEST_KEY_PREFIX``, move out of it into the keyspace's own table).
     """
 
     __slots__ = (
         "_records", "_changed", "_cleared", "_expiry_heap", "_expiring_count",
         "_scan_keys", "_scan_sequences", "_scan_sequence_of", "_scan_next_sequence",
-        "_scan_holes", "_handlers", "_appliers",
+        "_scan_holes", "_handlers", "_appliers", "_requests", "_request_expiry_heap",
     )
 
     def __init__(self, records: dict[bytes, Record]) -> None:
@@ -332,15 +432,24 @@ class Keyspace:
         self._scan_sequence_of: dict[bytes, int] = {}
         self._scan_next_sequence = 1          # cursor 0 means "from the start"
         self._scan_holes = 0
+        request_keys: list[bytes] = []
         for key, record in records.items():
             # Pair assertions with storage: what comes back is what apply() would have built.
             assert isinstance(record.kind, Kind), (key, record)
             assert record.kind is _STRING or record.value, f"empty list stored at {key!r}"
+            if key.startswith(REQUEST_KEY_PREFIX):
+                request_keys.append(key)
+                continue
             self._scan_add(key)
             if record.expire_at_ms != NO_EXPIRY:
                 self._expiry_heap.append((record.expire_at_ms, key))
         self._expiring_count = len(self._expiry_heap)
         heapq.heapify(self._expiry_heap)
+        self._requests = {key: records.pop(key) for key in request_keys}
+        for key, record in self._requests.items():
+            assert record.kind is _STRING and record.expire_at_ms != NO_EXPIRY, (key, record)
+        self._request_expiry_heap: list[tuple[int, bytes]] = []
+        self._rebuild_request_expiry_heap()
         self._handlers: dict[bytes, Handler] = {
             b"GET": self._get, b"SET": self._set, b"SETNX": self._setnx,
             b"SETEX": self._setex, b"PSETEX": self._psetex, b"GETSET": self._getset,
@@ -354,6 +463,7 @@ class Keyspace:
             b"SCAN": self._scan, b"DBSIZE": self._dbsize, b"FLUSHDB": self._flushdb,
             b"RPUSH": self._rpush, b"LPUSH": self._lpush, b"LRANGE": self._lrange,
             b"LLEN": self._llen, b"LPOP": self._lpop, b"RPOP": self._rpop,
+            _ONCE: self._once,
         }
         assert self._handlers.keys() == {
             name for name, spec in COMMANDS.items() if spec.category in DATA_CATEGORIES
@@ -362,7 +472,7 @@ class Keyspace:
             SetValue: self._apply_set_value, PushItems: self._apply_push_items,
             PopItems: self._apply_pop_items, DeleteKeys: self._apply_delete_keys,
             SetExpiry: self._apply_set_expiry, FlushAll: self._apply_flush_all,
-            EpochStart: self._apply_epoch_start,
+            EpochStart: self._apply_epoch_start, Request: self._apply_request,
         }
 
     # --- the interface the cores use ----------------------------------------------------------
@@ -372,8 +482,18 @@ class Keyspace:
 
         Returns the reply (a ``chorusdb.replies`` value) and the effects that carry the command
         out, in the order they must be applied (a tuple: often shared, never to be mutated).
+        A write that would change a key of the request table is refused.
         """
-        return self._handlers[command.name](command.args, now_ms)
+        result = self._handlers[command.name](command.args, now_ms)
+        effects = result[1]
+        if effects:
+            if len(effects) == 1 and type(effects[0]) in _SINGLE_KEY_EFFECTS:   # most writes
+                refused = REQUEST_KEY_PREFIX <= effects[0].key < _REQUEST_KEYS_END
+            else:
+                refused = _touches_reserved_key(effects)
+            if refused:
+                return RESERVED_KEY, _NO_EFFECTS
+        return result
 
     def apply(self, effect: Effect, version: int) -> None:
         """Change the state by one effect of the log entry at index ``version``."""
@@ -382,13 +502,17 @@ class Keyspace:
     def take_changes(self) -> list[Write]:
         """The storage writes for everything ``apply`` changed since the last call: one write
         per key with its final state, in order of first change, after a ``ClearRecords`` if a
-        FLUSHDB happened in between."""
+        FLUSHDB happened in between (then every row of the request table follows it again:
+        FLUSHDB keeps the table, and ``ClearRecords`` removes every row)."""
         records = self._records
+        requests = self._requests
         writes: list[Write] = []
         if self._cleared:
             writes.append(ClearRecords())
         for key in self._changed:
             record = records.get(key)
+            if record is None:
+                record = requests.get(key)
             if record is not None:
                 writes.append(PutRecord(key, record))
             elif not self._cleared:            # after ClearRecords the row is already gone
@@ -398,29 +522,17 @@ class Keyspace:
         return writes
 
     def expired_keys(self, now_ms: int, limit: int) -> tuple[bytes, ...]:
-        """Up to ``limit`` keys whose expiry has passed, earliest expiry first (ties by key).
+        """Up to ``limit`` keys whose expiry has passed, earliest expiry first (ties by key):
+        user keys and the keys of expired remembered requests alike.
 
         Does not change the state: the core reclaims them with a ``DeleteKeys`` effect, and
         until it does they are returned again.
         """
         assert limit > 0
-        heap = self._expiry_heap
-        records = self._records
-        found: list[bytes] = []
-        seen: set[bytes] = set()
-        kept: list[tuple[int, bytes]] = []
-        while heap and len(found) < limit and heap[0][0] < now_ms:
-            entry = heapq.heappop(heap)
-            expire_at, key = entry
-            record = records.get(key)
-            if record is None or record.expire_at_ms != expire_at or key in seen:
-                continue                        # stale or duplicate entry: drop it for good
-            seen.add(key)
-            found.append(key)
-            kept.append(entry)
-        for entry in kept:
-            heapq.heappush(heap, entry)
-        return tuple(found)
+        found = heapq.merge(
+            _expired_entries(self._expiry_heap, self._records, now_ms, limit),
+            _expired_entries(self._request_expiry_heap, self._requests, now_ms, limit))
+        return tuple(key for _, key in itertools.islice(found, limit))
 
     def digest(self, now_ms: int) -> str:
         """SHA-256 (hex) of the live keys in key order with their kind, value and expiry:
@@ -439,13 +551,19 @@ class Keyspace:
         return digest.hexdigest()
 
     def items(self) -> list[tuple[bytes, Record]]:
-        """Every key with its record (expired ones not reclaimed yet too): a consistent copy for
-        a snapshot, since records are immutable and only the list is new."""
-        return list(self._records.items())
+        """Every key with its record (expired ones not reclaimed yet too), the request table's
+        included: a consistent copy for a snapshot, since records are immutable and only the
+        list is new. ``Keyspace(dict(items))`` is this keyspace again."""
+        return [*self._records.items(), *self._requests.items()]
 
     def __len__(self) -> int:
         """Keys held, including expired ones not reclaimed yet."""
         return len(self._records)
+
+    def holds_records(self) -> bool:
+        """Whether anything is held that the expiry cycle may have to reclaim: a key, or a
+        remembered request."""
+        return bool(self._records or self._requests)
 
     def live_count(self, now_ms: int) -> int:
         """Keys that exist at ``now_ms`` (DBSIZE); costs O(expired keys not yet reclaimed)."""
@@ -843,6 +961,28 @@ class Keyspace:
             return SYNTAX_ERROR, _NO_EFFECTS
         return OK, (_FLUSH_ALL,)
 
+    # --- remembered requests ---------------------------------------------------------------------
+
+    def _once(self, args: tuple[bytes, ...], now_ms: int) -> tuple[object, tuple[Effect, ...]]:
+        """CHORUS.ONCE request_id command [args...] (see the module docstring)."""
+        request_id = args[0]
+        if not request_id or len(request_id) > request_id_bytes_max:
+            return BAD_REQUEST_ID, _NO_EFFECTS
+        wrapped = ClientCommand(args[1].upper(), args[2:])
+        spec = resolve(wrapped.name, wrapped.args)
+        if isinstance(spec, Error):
+            return spec, _NO_EFFECTS
+        if not spec.is_write or wrapped.name == _ONCE:
+            return not_a_wrapped_write(wrapped.name), _NO_EFFECTS
+        remembered = self._requests.get(request_key(request_id))
+        if remembered is not None and now_ms <= remembered.expire_at_ms:
+            return decode_reply(remembered.value), _NO_EFFECTS  # type: ignore[arg-type]
+        reply, effects = self.execute(wrapped, now_ms)
+        if not effects:
+            return reply, _NO_EFFECTS
+        return reply, (Request(request_id, encode_reply(reply), now_ms + request_remembered_ms,
+                               effects),)
+
     # --- lists --------------------------------------------------------------------------------
 
     def _rpush(self, args: tuple[bytes, ...], now_ms: int) -> tuple[object, tuple[Effect, ...]]:
@@ -983,6 +1123,9 @@ class Keyspace:
         for key in effect.keys:
             if key in records:
                 self._delete(key)
+            elif key in self._requests:         # an expired request reclaimed
+                del self._requests[key]
+                self._changed[key] = None
 
     def _apply_set_expiry(self, effect: SetExpiry, version: int) -> None:
         key = effect.key
@@ -995,7 +1138,7 @@ class Keyspace:
 
     def _apply_flush_all(self, effect: FlushAll, version: int) -> None:
         self._records.clear()
-        self._changed.clear()
+        self._changed = dict.fromkeys(self._requests)    # rewritten after ClearRecords
         self._cleared = True
         self._expiry_heap.clear()
         self._expiring_count = 0
@@ -1006,6 +1149,20 @@ class Keyspace:
 
     def _apply_epoch_start(self, effect: EpochStart, version: int) -> None:
         """An epoch's first entry holds no data: nothing changes, no row is written."""
+
+    def _apply_request(self, effect: Request, version: int) -> None:
+        assert effect.effects, effect
+        appliers = self._appliers
+        for inner in effect.effects:
+            assert type(inner) is not Request and type(inner) is not EpochStart, effect
+            appliers[type(inner)](inner, version)
+        key = request_key(effect.request_id)
+        self._requests[key] = Record(_STRING, effect.reply, effect.expire_at_ms, version)
+        self._changed[key] = None
+        heap = self._request_expiry_heap
+        heapq.heappush(heap, (effect.expire_at_ms, key))
+        if len(heap) > 2 * len(self._requests) + expiry_heap_stale_entries_slack:
+            self._rebuild_request_expiry_heap()
 
     def _delete(self, key: bytes) -> None:
         record = self._records.pop(key)
@@ -1036,6 +1193,12 @@ class Keyspace:
         self._expiry_heap = [(expire_at, key) for key, expire_at in current.items()]
         heapq.heapify(self._expiry_heap)
 
+    def _rebuild_request_expiry_heap(self) -> None:
+        """Every remembered request expires: the heap is one entry per request, none stale."""
+        heap = [(record.expire_at_ms, key) for key, record in self._requests.items()]
+        heapq.heapify(heap)
+        self._request_expiry_heap = heap
+
     def _scan_add(self, key: bytes) -> None:
         sequence = self._scan_next_sequence
         self._scan_next_sequence = sequence + 1
@@ -1054,6 +1217,25 @@ class Keyspace:
             self._scan_keys = [key for key, _ in kept]
             self._scan_sequences = [sequence for _, sequence in kept]
             self._scan_holes = 0
+
+
+def _expired_entries(heap: list[tuple[int, bytes]], records: dict[bytes, Record], now_ms: int,
+                     limit: int) -> list[tuple[int, bytes]]:
+    """Up to ``limit`` ``(expire_at, key)`` of ``heap`` whose key in ``records`` has expired,
+    in heap order. Stale and duplicate entries met on the way are dropped; the rest stay."""
+    found: list[tuple[int, bytes]] = []
+    seen: set[bytes] = set()
+    while heap and len(found) < limit and heap[0][0] < now_ms:
+        entry = heapq.heappop(heap)
+        expire_at, key = entry
+        record = records.get(key)
+        if record is None or record.expire_at_ms != expire_at or key in seen:
+            continue                        # stale or duplicate entry: drop it for good
+        seen.add(key)
+        found.append(entry)
+    for entry in found:
+        heapq.heappush(heap, entry)
+    return found
 
 
 _SET_EXPIRY_OPTIONS = {

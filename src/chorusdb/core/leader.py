@@ -1977,7 +1977,7 @@ class LeaderCore:
         deadlines = [self._next_retention_ms]
         if self.is_leader:
             deadlines.append(self._next_heartbeat_ms)
-            if len(self.keyspace):
+            if self.keyspace.holds_records():
                 deadlines.append(self._next_expiry_cycle_ms)
             if self._held:
                 deadlines.append(self._held[0].deadline_ms)

@@ -32,6 +32,7 @@ from chorusdb.core.model import (
     PopItems,
     Position,
     PushItems,
+    Request,
     SetExpiry,
     SetValue,
 )
@@ -52,6 +53,9 @@ def effect_bytes(effect: Effect) -> int:
         return effect_overhead_bytes + sum(len(key) for key in effect.keys)
     if kind is EpochStart:
         return effect_overhead_bytes + len(effect.leader)
+    if kind is Request:
+        return (effect_overhead_bytes + len(effect.request_id) + len(effect.reply)
+                + sum(effect_bytes(inner) for inner in effect.effects))
     assert kind is FlushAll, effect
     return effect_overhead_bytes
 

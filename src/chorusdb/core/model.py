@@ -119,7 +119,23 @@ class EpochStart:
     leader: str
 
 
-Effect = SetValue | PushItems | PopItems | DeleteKeys | SetExpiry | FlushAll | EpochStart
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A write sent as ``CHORUS.ONCE request_id command ...``: the wrapped command's
+    ``effects``, applied in order, and its ``reply`` (``keyspace.encode_reply``) remembered under
+    ``request_id`` until ``expire_at_ms``. One entry holds both, so every node that applies the
+    write knows the request too, and a retry of it on any node (after a failover too) answers
+    the remembered reply instead of applying the write again. ``effects`` never holds another
+    ``Request`` or an ``EpochStart``, and is never empty."""
+
+    request_id: bytes
+    reply: bytes
+    expire_at_ms: int
+    effects: tuple[Effect, ...]
+
+
+Effect = (SetValue | PushItems | PopItems | DeleteKeys | SetExpiry | FlushAll | EpochStart
+          | Request)
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,7 +120,8 @@ class StandaloneCore:
             ready.notes.extend(self._acknowledged)
             ready.notes.append(Committed(self.last_position))
             self._acknowledged = []
-        ready.deadline_ms = self._next_expiry_cycle_ms if len(self.keyspace) else NO_DEADLINE
+        ready.deadline_ms = (self._next_expiry_cycle_ms if self.keyspace.holds_records()
+                             else NO_DEADLINE)
         return ready
 
     def advance(self, ready: Ready) -> None:

@@ -20,6 +20,7 @@ tag  type                  where it travels
 14   ``SetExpiry``         effect of a log entry (storage's tag)
 15   ``FlushAll``          effect of a log entry (storage's tag)
 16   ``EpochStart``        effect of a log entry: the first of an epoch (storage's tag)
+17   ``Request``           effect of a log entry: a CHORUS.ONCE write (storage's tag)
 20   ``LogEntry``          inside ``Append`` (storage's tag)
 45   ``ClientCommand``     inside ``Forward``: the client's command as it was sent
 46   ``Simple``            inside ``ForwardReply``: a RESP simple string reply
@@ -93,6 +94,7 @@ from chorusdb.core.model import (
     Position,
     PushItems,
     Record,
+    Request,
     SetExpiry,
     SetValue,
 )
@@ -152,6 +154,7 @@ PEER_TYPE_TAGS = MappingProxyType({
     14: SetExpiry,
     15: FlushAll,
     16: EpochStart,
+    17: Request,
     20: LogEntry,
     45: ClientCommand,
     46: Simple,

@@ -42,6 +42,7 @@ from functools import partial
 from typing import Protocol
 
 from chorusdb.core.api import NO_DEADLINE, ClientCommand, ClientReply, Core, CoreConfig, Ready
+from chorusdb.core.keyspace import request_key
 from chorusdb.core.model import (
     AppendEntry,
     ClearRecords,
@@ -55,6 +56,7 @@ from chorusdb.core.model import (
     RecoveredState,
     Write,
 )
+from chorusdb.core.model import Request as RequestEffect  # sim has a Request of its own
 from chorusdb.sim.clock import NodeClock
 from chorusdb.sim.network import Network
 from chorusdb.sim.world import World
@@ -132,6 +134,14 @@ def effect_keys(effect: Effect) -> tuple[bytes, ...] | None:
         return None
     if kind is EpochStart:
         return ()
+    if kind is RequestEffect:
+        keys = [request_key(effect.request_id)]
+        for inner in effect.effects:
+            changed = effect_keys(inner)
+            if changed is None:
+                return None
+            keys.extend(changed)
+        return tuple(keys)
     return (effect.key,)
 
 

@@ -94,6 +94,7 @@ from chorusdb.core.model import (
     PutRecord,
     Record,
     RecoveredState,
+    Request,
     ResetLog,
     SetExpiry,
     SetValue,
@@ -106,7 +107,7 @@ Durability = Literal["fsync", "os"]
 DURABILITIES: tuple[Durability, ...] = ("fsync", "os")
 
 EFFECT_TYPES = frozenset({SetValue, PushItems, PopItems, DeleteKeys, SetExpiry, FlushAll,
-                          EpochStart})
+                          EpochStart, Request})
 int64_min = -(2**63)
 int64_max = 2**63 - 1
 

@@ -17,6 +17,7 @@ tag  type                 where it is stored
 14   ``SetExpiry``        effect of a log entry
 15   ``FlushAll``         effect of a log entry
 16   ``EpochStart``       effect of a log entry (the first entry of an epoch in leader mode)
+17   ``Request``          effect of a log entry (a CHORUS.ONCE write: effects and its reply)
 20   ``LogEntry``         inside the in-memory store's records
 21   ``DivergentEntry``   inside ``PutDivergent``
 30   ``PutRecord``        a write, in an in-memory store record
@@ -75,6 +76,7 @@ from chorusdb.core.model import (
     PutMeta,
     PutRecord,
     Record,
+    Request,
     ResetLog,
     SetExpiry,
     SetValue,
@@ -111,6 +113,7 @@ STORAGE_TYPE_TAGS = MappingProxyType({
     14: SetExpiry,
     15: FlushAll,
     16: EpochStart,
+    17: Request,
     20: LogEntry,
     21: DivergentEntry,
     30: PutRecord,
