@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -81,3 +82,14 @@ def test_an_interrupted_run_leaves_no_process(tmp_path: Path):
     print(output[-3000:])
     assert process.returncode == 130
     assert_nothing_left(artifacts)
+
+
+def test_leader_sessions_keep_their_guarantees_under_faults(tmp_path: Path):
+    """The clients are ``chorusdb.Client`` sessions reading from followers: the history is held
+    to the session guarantees too, through kills, partitions, pauses and failovers."""
+    result = chaos(tmp_path, "--mode", "leader", "--nodes", "3", "--write-quorum", "2",
+                   "--client", "session", "--duration", "45", "--interval", "5", "--seed", "11")
+    assert result.returncode == 0, "a forbidden anomaly (see the report above)"
+    assert "no forbidden anomaly" in result.stdout
+    assert "--client session" in result.stdout        # the replay line names the clients
+    assert re.search(r"session\s+0\s+0", result.stdout), "the session checker did not run"

@@ -12,8 +12,9 @@
 5. *Quiesce*: the workload stops; every node must report the same log, commit and applied
    positions within ``quiesce_timeout_s`` (a mode that claims convergence).
 6. *Final reads*: every key on every node, each node's digest and its divergent table.
-7. *Verdict*: ``report.judge`` with the mode's claims. The exit code is 1 on any anomaly the
-   mode forbids, or on a liveness or quiesce failure.
+7. *Verdict*: ``report.judge`` with the mode's claims (and the session guarantees when the
+   clients are ``chorusdb.Client`` sessions). The exit code is 1 on any anomaly the mode
+   forbids, or on a liveness or quiesce failure.
 
 Everything a failed run leaves is kept in its artifacts folder: the history (JSON Lines, the
 simulator's format: ``chorusdb check`` style tools read it), the nemesis log, every node's log
@@ -44,6 +45,7 @@ from chorusdb.chaos.report import judge, parse_divergent, render
 from chorusdb.chaos.workload import ChaosWorkload, FinalReadsIncomplete
 from chorusdb.core.leader import LeaderSettings
 from chorusdb.core.modes import core_class
+from chorusdb.verify.check import SESSION
 from chorusdb.verify.history import HistoryRecorder
 
 warmup_s = 3.0
@@ -70,6 +72,7 @@ class ChaosSettings:
     durability: str
     artifacts_dir: Path | None          # None: a new folder under the system's temp dir
     keep: bool
+    session_clients: bool = False       # chorusdb.Client sessions instead of plain connections
 
     def replay_command(self) -> str:
         parts = [f"chorusdb chaos --mode {self.mode} --nodes {self.nodes}"]
@@ -81,6 +84,8 @@ class ChaosSettings:
             parts.append(f"--durability {self.durability}")
         if self.bug:
             parts.append(f"--bug {self.bug}")
+        if self.session_clients:
+            parts.append("--client session")
         return " ".join(parts)
 
     def may_lose(self) -> bool:
@@ -124,6 +129,8 @@ def run(settings: ChaosSettings, console: Console) -> Outcome:
     recorder = HistoryRecorder()
     started_s = time.monotonic()
     claims = core_class(settings.mode).CLAIMS
+    if settings.session_clients:
+        claims = claims | {SESSION}         # the clients keep session tokens
     has_leader = settings.mode == LeaderSettings.mode
     problems: list[str] = []
     events: list[FaultEvent] = []
@@ -135,7 +142,8 @@ def run(settings: ChaosSettings, console: Console) -> Outcome:
             problems.append(f"no leader was elected within {start_timeout_s:.0f} s of start")
         addresses = {n: cluster.client_address(n) for n in cluster.node_ids}
         workload = ChaosWorkload(addresses, recorder, random.Random(rng.random()),
-                                 clients=settings.clients, started_ns=int(started_s * 1e9))
+                                 clients=settings.clients, started_ns=int(started_s * 1e9),
+                                 session_clients=settings.session_clients)
         nemesis = Nemesis(cluster, workload.note, random.Random(rng.random()), settings.nemeses,
                           settings.interval_s, started_s, has_leader, events.append)
         progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),

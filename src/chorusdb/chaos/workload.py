@@ -22,6 +22,14 @@ and the node it talks to. Only the transport is real:
 Clients are homed round-robin on the nodes in the order of ``addresses``; the history's ``node``
 is the node a command was sent to.
 
+**Session clients** (``session_clients=True``): each thread is instead a ``chorusdb.Client``
+(odd ones reading from followers, even ones from any member), which routes writes to the leader,
+retries through failovers and keeps a session token. Which member answered is the client's
+choice, so the history's ``node`` is left empty; a call that raises after the client's own
+retries is an ``info`` (it may have been applied), a definite error reply is judged by its class
+as above. Such a history is held to the session guarantees as well (``chaos.run`` adds the
+claim): every process is one session from first to last operation.
+
 **One clock, one lock.** Record order must be real-time order and times must never go back, so
 every record is appended under one lock with the time read inside it: nanoseconds of
 ``time.monotonic_ns()`` since ``started_ns`` (the caller's, or this object's creation). Anything
@@ -57,6 +65,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from chorusdb.client import Client as SessionClient
 from chorusdb.core.api import ClientCommand
 from chorusdb.replies import OK as OK_REPLY
 from chorusdb.replies import Error
@@ -73,6 +82,7 @@ final_reads_s_max: Final = 60.0        # every final read of a run together
 value_padding_bytes: Final = 0         # real values carry only their unique part
 READS: Final = frozenset({"get", "lrange"})
 DIGEST_COMMAND: Final = ClientCommand(b"CHORUS.DIGEST", ())
+session_retry_deadline_ms: Final = 5_000   # a session client's retries through one failover
 
 
 class FinalReadsIncomplete(RuntimeError):
@@ -126,20 +136,38 @@ def exchange(connection: redis.Connection, command: ClientCommand) -> Exchange:
     return Exchange(value=reply_value(command, raw))
 
 
+def session_exchange(client: SessionClient, command: ClientCommand) -> Exchange:
+    """``command`` through a session client, which retries on its own; what it raises in the
+    end is an unknown outcome unless it is a definite error reply."""
+    try:
+        raw = client.execute_command(command.name, *command.args)
+    except ResponseError as error:
+        return Exchange(value=Error(error_text(error)))
+    except (RedisError, OSError) as error:
+        return Exchange(lost=f"gave up: {error}")
+    if command.name == b"SET" and raw is True:      # redis-py's reading of +OK
+        raw = b"OK"
+    return Exchange(value=reply_value(command, raw))
+
+
 @dataclass(slots=True)
 class _Client:
-    """One client thread's state: its decisions, its protocol and its open connection."""
+    """One client thread's state: its decisions, its protocol and its open connection (or its
+    session client)."""
 
     logic: ClientLogic
     protocol: int
     connection: redis.Connection | None = None
     connected_to: str | None = None
+    session: SessionClient | None = None
 
     def disconnect(self) -> None:
         if self.connection is not None:
             self.connection.disconnect()
         self.connection = None
         self.connected_to = None
+        if self.session is not None:
+            self.session.close()
 
 
 class ChaosWorkload:
@@ -147,7 +175,8 @@ class ChaosWorkload:
 
     def __init__(self, addresses: Mapping[str, Address], recorder: HistoryRecorder,
                  rng: random.Random, clients: int = 6, timeout_s: float = 1.0,
-                 password: str | None = None, *, started_ns: int | None = None) -> None:
+                 password: str | None = None, *, started_ns: int | None = None,
+                 session_clients: bool = False) -> None:
         assert addresses and clients >= 1 and timeout_s > 0
         self.addresses = dict(addresses)
         self.recorder = recorder
@@ -171,6 +200,13 @@ class ChaosWorkload:
                                 value_padding_bytes=value_padding_bytes),
                     protocol=2 if number % 2 else 3)
             for number in range(1, clients + 1)]
+        if session_clients:
+            hosts = [f"{host}:{port}" for host, port in self.addresses.values()]
+            for client in self._clients:
+                client.session = SessionClient(
+                    hosts, read_from="follower" if client.protocol == 2 else "any",
+                    protocol=client.protocol, password=password,
+                    retry_deadline_ms=session_retry_deadline_ms)
         self._threads: list[threading.Thread] = []
 
     # --- clock and notes --------------------------------------------------------------------
@@ -229,10 +265,13 @@ class ChaosWorkload:
                         return
                     kind, key = self._keys.pick()
                     f, command, value = logic.operation(kind, key)
-                    node = logic.target
+                    node = logic.target if client.session is None else None
                     self.recorder.invoke(logic.process, f, key, value, time=self.now_ns(),
                                          node=node)
-                result = exchange(self._connection(client, node), command)
+                if client.session is not None:
+                    result = session_exchange(client.session, command)
+                else:
+                    result = exchange(self._connection(client, node), command)
                 with self.lock:
                     if self._closed:
                         return
@@ -243,7 +282,7 @@ class ChaosWorkload:
         finally:
             client.disconnect()
 
-    def _settle(self, logic: ClientLogic, f: str, node: str, result: Exchange) -> str:
+    def _settle(self, logic: ClientLogic, f: str, node: str | None, result: Exchange) -> str:
         """Record ``result`` for the client's open operation (under ``lock``); its outcome."""
         now = self.now_ns()
         if result.refused is not None:

@@ -46,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--artifacts", type=Path, default=None,
                    help="folder for the evidence (default: a new one under the temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the artifacts of a passing run")
+    p.add_argument("--client", choices=("plain", "session"), default="plain",
+                   help="plain redis-py connections homed on each node (default), or "
+                        "chorusdb.Client sessions, whose session guarantees are checked too")
     p.set_defaults(func=main)
 
 
@@ -67,12 +70,16 @@ def settings_from(args: argparse.Namespace) -> ChaosSettings:
     if args.bug and args.bug not in core_class(args.mode).KNOWN_BUGS:
         raise ValueError(f"--bug: {args.bug!r} is not a known bug of {args.mode} "
                          f"(chorusdb sim --mode {args.mode} --list-bugs)")
+    if args.client == "session" and args.durability == "os":
+        raise ValueError("--client session: a session client's history does not name the node "
+                         "that acknowledged a write, which judging an 'os' power loss needs; "
+                         "use --durability fsync")
     seed = args.seed if args.seed is not None else random.SystemRandom().randint(1, seed_max)
     return ChaosSettings(mode=args.mode, nodes=nodes, write_quorum=args.write_quorum,
                          duration_s=args.duration, nemeses=kinds, interval_s=args.interval,
                          seed=seed, bug=args.bug, clients=args.clients,
                          durability=args.durability, artifacts_dir=args.artifacts,
-                         keep=args.keep)
+                         keep=args.keep, session_clients=args.client == "session")
 
 
 def main(args: argparse.Namespace) -> int:
