@@ -318,6 +318,26 @@ def test_notleader_refreshes_the_topology_and_retries_at_the_new_leader():
     assert 0 < script.paused_ms <= backoff_ms_first
 
 
+def test_a_leader_read_asks_for_linearizability_and_follows_a_refusal_to_the_new_leader():
+    moved = {"done": False}
+
+    def respond(exchange: Exchange, now_ms: int) -> list[object]:
+        names = [c.args[0] for c in exchange.commands]
+        if names == [b"CHORUS.TOPOLOGY"]:
+            return [topology_reply(leader="n2" if moved["done"] else "n1", epoch=2 if
+                                   moved["done"] else 1)]
+        if exchange.address == LEADER:             # n1 was deposed: it refuses, never serves
+            moved["done"] = True
+            refused = ResponseError(f"NOTLEADER n2 {F2}")
+            return [refused, refused, b"1:5"]
+        return [b"OK", b"fresh", b"2:1"]
+    script = Script(respond)
+    assert script.run("GET", "k", read=ReadOptions(ReadFrom.LEADER)) == b"fresh"
+    assert [e.address for e in script.requests()] == [LEADER, F2]
+    assert all(e.commands[0].args[-1] == b"LINEARIZABLE" for e in script.requests())
+    assert script.state.token == Token(2, 1)
+
+
 def test_a_write_with_an_id_is_retried_with_the_same_id_after_indoubt_and_a_lost_connection():
     replies = iter([[ResponseError("INDOUBT not confirmed"), b"1:4"],
                     Unreachable(ConnectionError("reset"), sent=True),

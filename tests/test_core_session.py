@@ -8,7 +8,7 @@ import random
 import pytest
 from test_core_leader import command, ready_cluster
 
-from chorusdb.core.api import CoreConfig
+from chorusdb.core.api import ClientCommand, CoreConfig
 from chorusdb.core.model import ZERO_POSITION, Position, RecoveredState
 from chorusdb.core.position_wait import PositionWaitRequest, parse_position_wait
 from chorusdb.core.standalone import StandaloneCore
@@ -128,3 +128,19 @@ def test_a_standalone_node_meets_every_bound_and_answers_its_position():
     assert replies[4] == b"0:1"
     assert replies[5] == Error("ERR syntax error")
     assert core.status()["staleness_ms"] == 0
+
+
+def test_a_follower_refuses_linearizable_reads_and_the_leader_serves_them():
+    cluster = ready_cluster(write_quorum=2)
+    cluster.propose("n1", 1, "SET", "k", "v")
+    cluster.settle()
+    for request_id, member in ((2, "n2"), (3, "n1")):
+        cluster.cores[member].propose(ClientCommand(b"GET", (b"k",), linearizable=True),
+                                      request_id, cluster.now)
+        cluster.cores[member].propose(ClientCommand(b"CHORUS.WAITPOS", (b"1", b"1", b"100",
+                                                                        b"LINEARIZABLE"),
+                                                    linearizable=True), request_id + 10,
+                                      cluster.now)
+    cluster.advance_time(1)                     # a leader read waits for a confirming round
+    assert cluster.replies[2] == cluster.replies[12] == Error("NOTLEADER n1 ?")
+    assert cluster.replies[3] == b"v" and cluster.replies[13] == OK

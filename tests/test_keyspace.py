@@ -134,7 +134,7 @@ def test_table_covers_the_commands_of_the_design() -> None:
         "LLEN LPOP RPOP SETNX SETEX PSETEX GETSET GETDEL PING ECHO AUTH HELLO SELECT INFO ROLE "
         "CLIENT COMMAND QUIT RESET WAIT CHORUS.POSITION CHORUS.DIGEST CHORUS.WAITREPLICAS "
         "CHORUS.WAITPOS CHORUS.DIVERGENT CHORUS.SWITCHOVER CHORUS.TOKEN CHORUS.TOPOLOGY "
-        "CHORUS.ONCE".split())
+        "CHORUS.ONCE CHORUS.CONSISTENCY".split())
     for name, spec in COMMANDS.items():
         assert name == spec.name.upper().encode()
 

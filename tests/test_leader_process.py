@@ -241,3 +241,40 @@ def test_a_session_read_is_one_round_trip_that_waits_for_its_position(make_clust
     assert fields[b"staleness_ms"] >= 0 and fields[b"lag_entries"] >= 0
     leader_fields = leader.execute_command("CHORUS.TOPOLOGY")
     assert leader_fields[leader_fields.index(b"role") + 1] == b"leader"
+
+
+def test_a_connection_asks_for_linearizable_reads_and_a_follower_refuses_them(make_cluster):
+    """``CHORUS.CONSISTENCY linearizable`` (or a ``CHORUS.WAITPOS ... LINEARIZABLE``) makes a
+    follower refuse the connection's reads with ``-NOTLEADER``; ``stale`` (or a WAITPOS without
+    the flag) brings back reads from what the follower applied."""
+    cluster = make_cluster()
+    leader, n2 = cluster.nodes["n1"].client(), cluster.nodes["n2"].client()
+    assert leader.set("k", "v") is True
+    epoch, index = position_of(leader.execute_command("CHORUS.TOKEN"))
+    assert n2.execute_command("CHORUS.WAITPOS", epoch, index, waitpos_timeout_ms) == b"OK"
+    leader_address = cluster.leader.client_address
+    connection = n2.connection_pool.get_connection()
+    try:
+        def ask(*commands: tuple) -> list:
+            connection.send_packed_command(connection.pack_commands(commands))
+            replies = []
+            for _ in commands:
+                try:
+                    replies.append(connection.read_response())
+                except redis.ResponseError as error:
+                    replies.append(f"error: {error}")
+            return replies
+
+        assert ask(("CHORUS.CONSISTENCY",), ("GET", "k")) == [b"stale", b"v"]
+        assert ask(("CHORUS.CONSISTENCY", "linearizable"), ("GET", "k"),
+                   ("CHORUS.CONSISTENCY",)) == \
+            [b"OK", f"error: NOTLEADER n1 {leader_address}", b"linearizable"]
+        assert ask(("CHORUS.WAITPOS", epoch, index, 100), ("GET", "k")) == [b"OK", b"v"]
+        assert ask(("CHORUS.WAITPOS", epoch, index, 100, "LINEARIZABLE"), ("GET", "k")) == \
+            [f"error: NOTLEADER n1 {leader_address}"] * 2
+        assert ask(("CHORUS.CONSISTENCY", "eventual"),) == \
+            ["error: CHORUS.CONSISTENCY takes linearizable or stale"]
+    finally:
+        n2.connection_pool.release(connection)
+    leader.execute_command("CHORUS.CONSISTENCY", "linearizable")
+    assert leader.get("k") == b"v"              # the leader serves them

@@ -23,12 +23,14 @@ Clients are homed round-robin on the nodes in the order of ``addresses``; the hi
 is the node a command was sent to.
 
 **Session clients** (``session_clients=True``): each thread is instead a ``chorusdb.Client``
-(odd ones reading from followers, even ones from any member), which routes writes to the leader,
-retries through failovers and keeps a session token. Which member answered is the client's
-choice, so the history's ``node`` is left empty; a call that raises after the client's own
-retries is an ``info`` (it may have been applied), a definite error reply is judged by its class
-as above. Such a history is held to the session guarantees as well (``chaos.run`` adds the
-claim): every process is one session from first to last operation.
+reading from followers, from any member or from the leader in turn, which routes writes to the
+leader, retries through failovers and keeps a session token. Which member answered is the
+client's choice, so the history's ``node`` is left empty; a call that raises after the
+client's own retries is an ``info`` (it may have been applied), a definite error reply is judged
+by its class as above. The reads of a client reading from the leader are linearizable (a member
+that no longer leads refuses them), so they are recorded as such, not ``stale``: the
+linearizability checker holds them to it. Such a history is held to the session guarantees as
+well (``chaos.run`` adds the claim): every process is one session from first to last operation.
 
 **One clock, one lock.** Record order must be real-time order and times must never go back, so
 every record is appended under one lock with the time read inside it: nanoseconds of
@@ -83,6 +85,7 @@ value_padding_bytes: Final = 0         # real values carry only their unique par
 READS: Final = frozenset({"get", "lrange"})
 DIGEST_COMMAND: Final = ClientCommand(b"CHORUS.DIGEST", ())
 session_retry_deadline_ms: Final = 5_000   # a session client's retries through one failover
+SESSION_READS_FROM: Final = ("follower", "any", "leader")   # session clients in turn
 
 
 class FinalReadsIncomplete(RuntimeError):
@@ -160,6 +163,7 @@ class _Client:
     connection: redis.Connection | None = None
     connected_to: str | None = None
     session: SessionClient | None = None
+    reads_linearizable: bool = False    # a session client reading from the leader
 
     def disconnect(self) -> None:
         if self.connection is not None:
@@ -202,11 +206,12 @@ class ChaosWorkload:
             for number in range(1, clients + 1)]
         if session_clients:
             hosts = [f"{host}:{port}" for host, port in self.addresses.values()]
-            for client in self._clients:
+            for number, client in enumerate(self._clients):
+                read_from = SESSION_READS_FROM[number % len(SESSION_READS_FROM)]
                 client.session = SessionClient(
-                    hosts, read_from="follower" if client.protocol == 2 else "any",
-                    protocol=client.protocol, password=password,
+                    hosts, read_from=read_from, protocol=client.protocol, password=password,
                     retry_deadline_ms=session_retry_deadline_ms)
+                client.reads_linearizable = read_from == "leader"
         self._threads: list[threading.Thread] = []
 
     # --- clock and notes --------------------------------------------------------------------
@@ -275,15 +280,16 @@ class ChaosWorkload:
                 with self.lock:
                     if self._closed:
                         return
-                    outcome = self._settle(logic, f, node, result)
+                    outcome = self._settle(client, f, node, result)
                     self._counts[outcome] += 1
                 if outcome == FAIL:
                     self._stopping.wait(refused_pause_s)
         finally:
             client.disconnect()
 
-    def _settle(self, logic: ClientLogic, f: str, node: str | None, result: Exchange) -> str:
+    def _settle(self, client: _Client, f: str, node: str | None, result: Exchange) -> str:
         """Record ``result`` for the client's open operation (under ``lock``); its outcome."""
+        logic = client.logic
         now = self.now_ns()
         if result.refused is not None:
             self.recorder.fail(logic.process, time=now, error=result.refused, node=node)
@@ -293,7 +299,8 @@ class ChaosWorkload:
             logic.record_lost_reply(self.recorder, time=now, error=result.lost, node=node)
             return INFO
         settled = logic.record_reply(self.recorder, f, result.value, time=now, node=node,
-                                     stale=self._reads_stale and f in READS)
+                                     stale=self._reads_stale and f in READS
+                                     and not client.reads_linearizable)
         if settled.malformed is not None:
             self.malformed_replies.append(settled.malformed)
         return settled.outcome

@@ -19,7 +19,10 @@ seeded ``random.Random`` and a request-id function, so the unit tests drive it s
 
 What a call sends (who sends what):
 
-- a read: ``CHORUS.WAITPOS <epoch> <index> <session_wait_ms> [MAXLAG n] [MAXSTALENESS ms]``,
+- a read: ``CHORUS.WAITPOS <epoch> <index> <session_wait_ms> [MAXLAG n] [MAXSTALENESS ms]
+  [LINEARIZABLE]`` (the flag on reads meant for the leader: a member that no longer leads
+  refuses with ``-NOTLEADER`` rather than answer from its own state, so ``read_from="leader"``
+  stays linearizable through a failover the client has not heard of yet),
   the read, ``CHORUS.TOKEN`` — pipelined, one round trip. The member runs the read only once it
   has applied the session token and meets the bounds; if it cannot within ``session_wait_ms``
   it answers ``-TRYAGAIN``, the read's answer is thrown away (it may be stale) and the read goes
@@ -60,6 +63,7 @@ from chorusdb.client.topology import Topology, parse_topology
 TOPOLOGY_COMMAND = b"CHORUS.TOPOLOGY"
 TOKEN_COMMAND = b"CHORUS.TOKEN"
 WAIT_POSITION_COMMAND = b"CHORUS.WAITPOS"
+LINEARIZABLE_FLAG = b"LINEARIZABLE"
 
 
 # --- what a driver is asked to do ----------------------------------------------------------------
@@ -300,6 +304,8 @@ class Call:
             wait += [b"MAXLAG", read.max_lag_entries]
         if read.max_staleness_ms is not None:
             wait += [b"MAXSTALENESS", read.max_staleness_ms]
+        if self.read_on_leader:
+            wait.append(LINEARIZABLE_FLAG)      # a member that no longer leads refuses the read
         return (Command(tuple(wait), WAIT_POSITION_COMMAND), Command(self.args, name, self.options),
                 _TOKEN)
 

@@ -39,10 +39,16 @@ from chorusdb.core.model import Position, RecoveredState, Write
 
 @dataclass(frozen=True, slots=True)
 class ClientCommand:
-    """A command as the client sent it: upper-cased name and raw argument bytes."""
+    """A command as the client sent it: upper-cased name and raw argument bytes.
+
+    ``linearizable``: the connection asked for linearizable reads (``CHORUS.CONSISTENCY``, or
+    ``CHORUS.WAITPOS ... LINEARIZABLE``), so a node that cannot answer a read linearizably (a
+    follower) refuses it instead of answering from what it has applied.
+    """
 
     name: bytes
     args: tuple[bytes, ...]
+    linearizable: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -534,11 +534,21 @@ _SPECS: tuple[CommandSpec, ...] = (
              "and, when given, is at most MAXLAG entries behind the leader's commit and was "
              "caught up with it at most MAXSTALENESS ms ago; answers OK, or -TRYAGAIN after "
              "timeout_ms. Commands sent after it on the connection run once it has answered, "
-             "so a pipelined read that follows it sees the position.", "0.1.0", "server",
-             _CONNECTION_SLOW, _leaf("epoch", "integer"), _leaf("index", "integer"),
-             _leaf("timeout_ms", "integer"),
+             "so a pipelined read that follows it sees the position. It also sets how they "
+             "read, as CHORUS.CONSISTENCY does: LINEARIZABLE (only the leader answers; another "
+             "member refuses with -NOTLEADER), or without it from what the node applied.",
+             "0.1.0", "server", _CONNECTION_SLOW, _leaf("epoch", "integer"),
+             _leaf("index", "integer"), _leaf("timeout_ms", "integer"),
              _leaf("entries", "integer", token="MAXLAG", optional=True),
-             _leaf("ms", "integer", token="MAXSTALENESS", optional=True)),
+             _leaf("ms", "integer", token="MAXSTALENESS", optional=True),
+             Argument("linearizable", "pure-token", token="LINEARIZABLE", optional=True)),
+    _keyless("chorus.consistency", -1, ("loading", "stale", "fast"), "connection",
+             "Sets how this connection's reads are served: linearizable (only the leader "
+             "answers them, after confirming it still leads; another member refuses with "
+             "-NOTLEADER) or stale (from what the node has applied: the default, so the leader "
+             "is linearizable and a follower serves a consistent prefix). Without an argument, "
+             "returns the current level.", "0.1.0", "connection", _CONNECTION_FAST,
+             _oneof("level", _token("LINEARIZABLE"), _token("STALE"))),
     _keyless("chorus.token", 1, ("loading", "stale", "fast"), "chorus",
              "Returns the session token of the connection as epoch:index: the highest of this "
              "node's applied position and the position of the connection's last write, taken "

@@ -598,6 +598,9 @@ class LeaderCore:
             return
         name = command.name
         if name == WAIT_POSITION:
+            if command.linearizable and not self.is_leader:
+                self._reply_now(request_id, self._not_leader_error())
+                return
             self._wait_position(request_id, command.args, counting=False)
         elif name == DIVERGENT:
             self._divergent_command(request_id, command.args)
@@ -606,6 +609,9 @@ class LeaderCore:
         elif spec.is_write or name in FOLLOWER_COMMANDS_FORWARDED:
             self._follower_write(command, request_id)
         elif spec.category in DATA_CATEGORIES:
+            if command.linearizable:
+                self._reply_now(request_id, self._not_leader_error())
+                return
             if self.applied.index > self.commit.index or self._reseeding:
                 self._reply_now(request_id, Error(
                     f"TRYAGAIN {self.node_id} holds writes at {self.applied} that are not known "

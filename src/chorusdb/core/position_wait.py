@@ -9,6 +9,12 @@ may still lack (the leader's commit index as this node last heard it, minus its 
 ``MAXSTALENESS`` bounds how long ago the node last held everything the leader had committed
 (measured on this node's clock from when the leader's message arrived, so a message's own
 delay is not counted). The leader, and a standalone node, meet both bounds by definition.
+
+``LINEARIZABLE`` asks for a linearizable read: only the leader serves it (it confirms that it
+still leads before answering), any other member refuses at once (``-NOTLEADER``). The server
+keeps that choice for the connection's following commands, as ``CHORUS.CONSISTENCY`` does, and
+marks them ``ClientCommand.linearizable``, so a node that stops leading between the wait and the
+read refuses the read too.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from chorusdb.replies import Error
 NOT_AN_INTEGER = Error("ERR value is not an integer or out of range")
 SYNTAX_ERROR = Error("ERR syntax error")
 BOUND_OPTIONS = (b"MAXLAG", b"MAXSTALENESS")
+LINEARIZABLE_FLAG = b"LINEARIZABLE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +65,8 @@ def parse_position_wait(args: tuple[bytes, ...]) -> PositionWaitRequest | Error:
         return Error("ERR a negative position or count")
     bounds: dict[bytes, int] = {}
     options = args[3:]
+    if options and options[-1].upper() == LINEARIZABLE_FLAG:
+        options = options[:-1]              # for the server and the node's role, not a bound
     if len(options) % 2:
         return SYNTAX_ERROR
     for name, value in zip(options[::2], options[1::2]):

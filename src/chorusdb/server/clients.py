@@ -20,7 +20,9 @@ only once it has answered, so a read pipelined after it sees the position it wai
 ``CHORUS.TOKEN`` is answered in order too: its value is the core's applied position raised to
 the connection's last write, taken when every earlier reply of the connection is in — so a
 forwarded write whose reply came late still counts. Together they make a session read one round
-trip: ``CHORUS.WAITPOS <token> ...``, the read, ``CHORUS.TOKEN``.
+trip: ``CHORUS.WAITPOS <token> ...``, the read, ``CHORUS.TOKEN``. A ``CHORUS.WAITPOS`` also sets
+the connection's read level, like ``CHORUS.CONSISTENCY``: linearizable when it ends with
+``LINEARIZABLE``, stale otherwise; every command proposed carries the level in force.
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ if TYPE_CHECKING:
 PENDING = object()
 NOAUTH = Error("NOAUTH Authentication required.")
 ALLOWED_BEFORE_AUTH = frozenset({b"AUTH", b"HELLO", b"QUIT", b"RESET"})
-BLOCKING_COMMAND_NAMES = frozenset({b"CHORUS.WAITPOS"})
+WAIT_POSITION_NAME = b"CHORUS.WAITPOS"
+BLOCKING_COMMAND_NAMES = frozenset({WAIT_POSITION_NAME})
 TOKEN_COMMAND_NAME = b"CHORUS.TOKEN"
+LINEARIZABLE = b"LINEARIZABLE"
 
 
 class Slot:
@@ -180,7 +184,9 @@ class ClientConnection(asyncio.Protocol):
             self.slots.append(Slot(str(self.last_write_position).encode(),
                                    self.node.metric_name(name), now, state.protocol))
             return False
-        command = ClientCommand(name, tuple(args[1:]))
+        if name == WAIT_POSITION_NAME:          # it sets the read level of what follows
+            state.linearizable_reads = len(args) > 4 and args[-1].upper() == LINEARIZABLE
+        command = ClientCommand(name, tuple(args[1:]), state.linearizable_reads)
         if name == b"WAIT" and len(args) == 3:
             command = self._wait_for_last_write(args)
         slot = Slot(PENDING, self.node.metric_name(name), now, state.protocol,

@@ -1,8 +1,9 @@
 """Commands about the connection and the server, answered at the edge without the core.
 
-PING, ECHO, AUTH, HELLO, SELECT, INFO, ROLE, CLIENT, COMMAND, QUIT, RESET and CHORUS.TOPOLOGY
-change only the connection's own state (protocol version, name, authentication) or describe the
-node, so they never enter the replication log. Their replies follow Redis 7 closely enough that redis-py,
+PING, ECHO, AUTH, HELLO, SELECT, INFO, ROLE, CLIENT, COMMAND, QUIT, RESET, CHORUS.TOPOLOGY and
+CHORUS.CONSISTENCY change only the connection's own state (protocol version, name,
+authentication, read level) or describe the node, so they never enter the replication log.
+Their replies follow Redis 7 closely enough that redis-py,
 redis-cli and redis-benchmark cannot tell the difference.
 
 ROLE and ``INFO replication`` translate the core's ``status()`` into Redis's replication
@@ -42,7 +43,8 @@ if TYPE_CHECKING:
 REDIS_VERSION = "7.2.0"      # what we report: redis-py and redis-cli gate features on it
 CONNECTION_COMMAND_NAMES = frozenset({b"PING", b"ECHO", b"AUTH", b"HELLO", b"SELECT", b"INFO",
                                       b"ROLE", b"CLIENT", b"COMMAND", b"QUIT", b"RESET",
-                                      b"CHORUS.TOPOLOGY"})
+                                      b"CHORUS.TOPOLOGY", b"CHORUS.CONSISTENCY"})
+CONSISTENCY_LEVELS = (b"STALE", b"LINEARIZABLE")
 DEBUG_COMMAND_NAME = b"CHORUS.DEBUG"
 client_name_bytes_max = 256
 
@@ -66,6 +68,7 @@ class ConnectionState:
     address: str = "?"
     created: float = field(default_factory=time.monotonic)
     quit_requested: bool = False
+    linearizable_reads: bool = False    # CHORUS.CONSISTENCY (or WAITPOS ... LINEARIZABLE)
 
 
 def run_connection_command(node: Node, state: ConnectionState, name: bytes,
@@ -194,6 +197,19 @@ def _role(node: Node, state: ConnectionState, args: list[bytes]) -> object:
     host, port = _leader_address(node)
     return [b"slave", host.encode(), port, _link_state(node, status).encode(),
             _applied_index(status)]
+
+
+def _consistency(node: Node, state: ConnectionState, args: list[bytes]) -> object:
+    """``CHORUS.CONSISTENCY [LINEARIZABLE|STALE]``: the connection's read level (the server
+    marks its commands ``ClientCommand.linearizable``; the core refuses such reads off the
+    leader)."""
+    if not args:
+        return Simple(CONSISTENCY_LEVELS[state.linearizable_reads].decode().lower())
+    level = args[0].upper()
+    if len(args) > 1 or level not in CONSISTENCY_LEVELS:
+        return Error("ERR CHORUS.CONSISTENCY takes linearizable or stale")
+    state.linearizable_reads = level == b"LINEARIZABLE"
+    return OK
 
 
 def _topology(node: Node, state: ConnectionState, args: list[bytes]) -> object:
@@ -535,5 +551,5 @@ _INFO_BUILDERS = {"server": _info_server, "clients": _info_clients, "memory": _i
 _HANDLERS = {b"PING": _ping, b"ECHO": _echo, b"AUTH": _auth, b"HELLO": _hello,
              b"SELECT": _select, b"INFO": _info, b"ROLE": _role, b"CLIENT": _client,
              b"COMMAND": _command, b"QUIT": _quit, b"RESET": _reset,
-             b"CHORUS.TOPOLOGY": _topology}
+             b"CHORUS.TOPOLOGY": _topology, b"CHORUS.CONSISTENCY": _consistency}
 assert _HANDLERS.keys() == CONNECTION_COMMAND_NAMES
