@@ -8,7 +8,7 @@ and stopped by the PIDs of its processes before the next starts:
   a primary and two replicas (``--replicaof``), each with the reference configuration
   ``--save '' --appendonly yes --appendfsync everysec`` (``servers.start_redis_replicated``);
 - ChorusDB, three ``chorusdb serve`` nodes in leader mode (``servers.start_chorusdb_cluster``),
-  once for each of ``write_quorum`` 1 and 2 with durability ``fsync`` and ``os``.
+  once for each of ``write_quorum`` 1, 2 and 3 with durability ``fsync`` and ``os``.
 
 On each group, against its primary (the leader):
 
@@ -37,8 +37,12 @@ On each group, against its primary (the leader):
 The drivers of steps 3 and 4 are asyncio on raw sockets with hiredis (uvloop when installed),
 in this process: cheap enough per operation that the client is not what is measured.
 
-The output is a table (system, config, workload, ops/s, p50, p99, errors, ratio to Redis's
-figure for the same workload: ops/s over ops/s, for the lag p99 over p99), the issue's goals
+Around every workload but the lag, the CPU time of every process of the group (all members, from
+``/proc``) is read, and reported per 1,000 operations.
+
+The output is a table (system, config, workload, ops/s, p50, p99, CPU s per 1,000 operations,
+errors, ratio to Redis's figure for the same workload: ops/s over ops/s, for the lag p99 over
+p99), the issue's goals
 as pass/miss (``results.CLUSTER_GOALS``), a JSON file of every raw figure (``--json``, by
 default under ``--output``), and a PNG plot beside it when matplotlib (the ``bench`` extra) is
 installed. Exit code 0 whatever the figures are; 1 when a server or a run failed; 2 for bad
@@ -70,7 +74,8 @@ from chorusdb.bench.session import UsageError
 
 MEMBERS = 3                             # per group: a primary and two replicas
 CHORUSDB_CONFIGS = {"w1-fsync": (1, "fsync"), "w1-os": (1, "os"),
-                    "w2-fsync": (2, "fsync"), "w2-os": (2, "os")}
+                    "w2-fsync": (2, "fsync"), "w2-os": (2, "os"),
+                    "w3-fsync": (3, "fsync"), "w3-os": (3, "os")}
 TESTS = ("SET", "GET")
 PIPELINES = (1, 16)
 requests_default = 100_000      # per redis-benchmark run and per "SET on a replica" workload
@@ -409,6 +414,11 @@ def _p(values: list[float], fraction: float) -> float | None:
     return results.percentile(values, fraction) if values else None
 
 
+def per_1k_ops(cpu_s: float, operations: int) -> float | None:
+    """CPU seconds per 1,000 operations (None when nothing was done)."""
+    return cpu_s * results.ops_per_cpu_figure / operations if operations else None
+
+
 def confirms_with_wait(group: ReplicatedServers) -> bool:
     """Whether a SET's acknowledgement alone does not yet mean a replica holds it."""
     return group.system == "redis" or group.write_quorum < 2
@@ -430,22 +440,30 @@ def measure_group(tool: str, group: ReplicatedServers, settings: Settings, seed:
     servers.preload_keyspace(group.primary, settings.keyspace_keys, settings.value_bytes)
     done()
     benchmark_settings = settings.benchmark_settings()
+
+    def group_cpu_s() -> float:
+        return sum(servers.process_cpu_seconds(member.pid) for member in group.members)
+
     for test in TESTS:
         for pipeline in PIPELINES:
             step(f"{name}: redis-benchmark {test} -P {pipeline}, {settings.requests:,} requests")
+            cpu_before = group_cpu_s()
             run = single.measure(tool, group.primary, test, pipeline, settings.requests,
                                  benchmark_settings, 1)
             out.runs.append(run)
             out.figures.append(ClusterFigure(
                 group.system, group.config, redis_benchmark_workload(test, pipeline), run.rps,
                 run.p50_latency_ms, run.p99_latency_ms,
-                f"redis-benchmark -c {single.clients_default} -P {pipeline} -t {test.lower()}"))
+                f"redis-benchmark -c {single.clients_default} -P {pipeline} -t {test.lower()}",
+                cpu_s_per_1k_ops=per_1k_ops(group_cpu_s() - cpu_before, run.requests)))
             say(f"{name} {test} -P {pipeline}: {run.rps:,.0f} ops/s")
             done()
     how = replicated_how(group)
     step(f"{name}: {REPLICATED_SET} ({how})")
+    cpu_before = group_cpu_s()
     replicated = _run_async(replicated_sets(group.primary, settings, confirms_with_wait(group),
                                             seed))
+    replicated_cpu_s = group_cpu_s() - cpu_before
     if not replicated.latencies_ms:
         raise DriverError(f"{name}: every '{REPLICATED_SET}' operation failed "
                           f"({replicated.errors} errors)")
@@ -456,7 +474,8 @@ def measure_group(tool: str, group: ReplicatedServers, settings: Settings, seed:
     out.figures.append(ClusterFigure(
         group.system, group.config, REPLICATED_SET, replicated.ops_per_s,
         _p(replicated.latencies_ms, 0.5), _p(replicated.latencies_ms, 0.99), how,
-        replicated.errors))
+        replicated.errors,
+        cpu_s_per_1k_ops=per_1k_ops(replicated_cpu_s, len(replicated.latencies_ms))))
     say(f"{name} {REPLICATED_SET}: {replicated.ops_per_s:,.0f} ops/s, "
         f"{replicated.errors} errors")
     done()
@@ -542,8 +561,9 @@ def ordered(figures: list[ClusterFigure]) -> list[ClusterFigure]:
 
 
 def write_plot(figures: list[ClusterFigure], path: Path) -> str:
-    """A PNG of the figures: ops/s per workload and the lag percentiles, per group. Returns
-    what happened, for the report."""
+    """A PNG of the figures: ops/s per workload, the lag percentiles per group, and every
+    group's throughput against its p99 latency, per workload. Returns what happened, for the
+    report."""
     try:
         import matplotlib
     except ImportError:
@@ -554,8 +574,23 @@ def write_plot(figures: list[ClusterFigure], path: Path) -> str:
     groups = list(dict.fromkeys(f"{f.system} {f.config}" for f in figures))
     by_key = {(f"{f.system} {f.config}", f.workload): f for f in figures}
     throughput = WORKLOAD_ORDER[:-1]
-    fig, (rates, lags) = pyplot.subplots(1, 2, figsize=(14, 5),
-                                         gridspec_kw={"width_ratios": [3, 1]})
+    fig, (rates, lags, tradeoff) = pyplot.subplots(1, 3, figsize=(20, 5),
+                                                   gridspec_kw={"width_ratios": [3, 1, 2]})
+    markers = "osD^v<>pX*"
+    for number, workload in enumerate(throughput):
+        points = [(f.ops_per_s, f.p99_ms, f"{f.system} {f.config}") for f in figures
+                  if f.workload == workload and f.p99_ms]
+        if points:
+            tradeoff.scatter([p[0] for p in points], [p[1] for p in points],
+                             marker=markers[number % len(markers)], label=workload)
+            for ops, p99, label in points:
+                tradeoff.annotate(label, (ops, p99), fontsize=6)
+    tradeoff.set_xscale("log")
+    tradeoff.set_yscale("log")
+    tradeoff.set_xlabel("ops/s (log)")
+    tradeoff.set_ylabel("p99 ms (log)")
+    tradeoff.legend(fontsize="small")
+    tradeoff.set_title("throughput against p99 latency")
     width = 0.8 / len(groups)
     for number, group in enumerate(groups):
         xs = [i + number * width for i in range(len(throughput))]
@@ -599,9 +634,10 @@ def _report(settings: Settings, measured: tuple[list[ClusterFigure], dict],
         figures, title=f"{MEMBERS} members each, on {machine['cores']} cores; "
                        f"-r {settings.keyspace_keys} -d {settings.value_bytes}, "
                        f"{settings.requests:,} requests per run"))
-    console.print("vs Redis: ops/s over Redis's ops/s (higher is better). For the lag: ops/s "
-                  "is the background load it ran under, p50 and p99 the lag, and vs Redis its "
-                  "p99 over Redis's (lower is better)", highlight=False)
+    console.print("p50, p99: ms. CPU/1k: CPU seconds of every process of the group per 1,000 "
+                  "operations. ×Redis: ops/s over Redis's ops/s (higher is better). For the lag: "
+                  "ops/s is the background load it ran under, p50 and p99 the lag, and ×Redis "
+                  "its p99 over Redis's (lower is better)", highlight=False)
     for line in results.cluster_error_lines(figures):
         console.print(line, style="yellow", highlight=False, markup=False)
     for goal in goals:
@@ -621,7 +657,8 @@ def _report(settings: Settings, measured: tuple[list[ClusterFigure], dict],
             "redis-benchmark", servers.HOST, "PORT", "SET|GET", "1|16", settings.requests,
             settings.benchmark_settings())),
         "figures": [asdict(f) for f in figures],
-        "goals": [{"goal": g.goal.title, "config": g.config, "value": g.value, "met": g.met}
+        "goals": [{"goal": g.goal.title, "config": g.config, "ratio": g.ratio, "p99_ms": g.p99_ms,
+                   "reference": g.goal.reference, "met": g.met}
                   for g in goals],
         "groups": raw,
     }
