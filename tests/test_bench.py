@@ -400,10 +400,15 @@ def test_cluster_settings_default_to_every_config_and_quick_is_small(tmp_path):
     assert settings.configs == ("w1-fsync", "w1-os", "w2-fsync", "w2-os", "w3-fsync", "w3-os")
     assert settings.requests == cluster.requests_default
     assert settings.lag_samples == cluster.lag_samples_default
-    quick = cluster.settings_from(parse_cluster("--quick", "--configs", "w2-os,w1-os"))
-    assert quick.configs == ("w2-os", "w1-os")
-    assert (quick.requests, quick.lag_samples, quick.keyspace_keys) == \
-        (cluster.quick_requests, cluster.quick_lag_samples, cluster.quick_keyspace_keys)
+    assert settings.peers == ("postgres", "etcd")
+    assert settings.peer_seconds == cluster.peer_seconds_default
+    quick = cluster.settings_from(parse_cluster("--quick", "--configs", "w2-os,w1-os",
+                                                "--peers", "etcd"))
+    assert quick.configs == ("w2-os", "w1-os") and quick.peers == ("etcd",)
+    assert (quick.requests, quick.lag_samples, quick.keyspace_keys, quick.peer_seconds) == \
+        (cluster.quick_requests, cluster.quick_lag_samples, cluster.quick_keyspace_keys,
+         cluster.quick_peer_seconds)
+    assert cluster.settings_from(parse_cluster("--peers", "none")).peers == ()
 
 
 @pytest.mark.parametrize("argv, flag", [
@@ -411,6 +416,8 @@ def test_cluster_settings_default_to_every_config_and_quick_is_small(tmp_path):
     (("--lag-samples", "0"), "--lag-samples"),
     (("--configs", "w4-fsync"), "--configs"),
     (("--configs", ""), "--configs"),
+    (("--peers", "mysql"), "--peers"),
+    (("--peer-seconds", "0"), "--peer-seconds"),
 ])
 def test_bad_cluster_settings_name_their_flag(argv, flag):
     with pytest.raises(cluster.UsageError, match=f"^{flag}:"):
@@ -423,8 +430,8 @@ def test_bad_cluster_settings_name_their_flag(argv, flag):
 def test_cluster_benchmark_smoke_run(tmp_path):
     """Redis with two replicas and one W=2 fsync cluster, every workload, a few seconds."""
     json_path = tmp_path / "figures.json"
-    args = parse_cluster("--quick", "--configs", "w2-fsync", "--output", str(tmp_path),
-                         "--json", str(json_path))
+    args = parse_cluster("--quick", "--configs", "w2-fsync", "--peers", "none", "--output",
+                         str(tmp_path), "--json", str(json_path))
     assert args.func(args) == session.EXIT_OK
     document = json.loads(json_path.read_text())
     measured = {(f["system"], f["config"], f["workload"]) for f in document["figures"]}
@@ -432,6 +439,11 @@ def test_cluster_benchmark_smoke_run(tmp_path):
                         for system, config in (("redis", "everysec"), ("chorusdb", "W=2 fsync"))
                         for workload in cluster.WORKLOAD_ORDER}
     assert all(f["ops_per_s"] > 0 and f["p99_ms"] is not None for f in document["figures"])
+    cpu = {(f["system"], f["workload"]): f["cpu_s_per_1k_ops"] for f in document["figures"]
+           if f["workload"] != cluster.REPLICATION_LAG}
+    # /proc counts CPU in 10 ms ticks: a quick run of Redis may take less than one.
+    assert all(value is not None and value >= 0 for value in cpu.values())
+    assert cpu["chorusdb", REPLICATED_SET] > 0
     lag = document["groups"]["chorusdb W=2 fsync"]["replication_lag"]
     assert len(lag["lag_ms"]) + lag["errors"] == cluster.quick_lag_samples
     assert document["groups"]["chorusdb W=2 fsync"]["replicated_set"]["how"].endswith(

@@ -10,6 +10,13 @@ and stopped by the PIDs of its processes before the next starts:
 - ChorusDB, three ``chorusdb serve`` nodes in leader mode (``servers.start_chorusdb_cluster``),
   once for each of ``write_quorum`` 1, 2 and 3 with durability ``fsync`` and ``os``.
 
+Then the peers (``--peers``, ``bench.peers``), each on its own workload of the same kind as "SET
+on a replica" (a write acknowledged once a replica holds it): PostgreSQL 15 with two streaming
+standbys and ``synchronous_standby_names = 'ANY 1 (s1, s2)'``, ``synchronous_commit =
+remote_apply`` (pgbench upserts, 32 clients); etcd 3.4, three members (puts over its HTTP
+gateway from 32 connections). A peer that is not installed is skipped with the command that
+installs it.
+
 On each group, against its primary (the leader):
 
 1. The keyspace ``-r`` draws from is filled, so every SET overwrites a key and every GET finds
@@ -66,7 +73,7 @@ from pathlib import Path
 import hiredis
 from rich.console import Console
 
-from chorusdb.bench import results, servers, session, single
+from chorusdb.bench import peers, results, servers, session, single
 from chorusdb.bench.results import (REPLICATED_SET, REPLICATION_LAG, ClusterFigure, Run,
                                     redis_benchmark_workload)
 from chorusdb.bench.servers import ReplicatedServers, ServerProcess, ServerStartError
@@ -94,6 +101,10 @@ load_connections = 8
 load_tick_ms = 2                # the background load sends what is due this often
 load_batch_commands_max = 256   # a connection further behind than this drops the backlog
 lag_warmup_ms = 500             # of background load before the first sample
+PEERS = {"postgres": peers.measure_postgres, "etcd": peers.measure_etcd}
+peer_seconds_default = 10.0     # each peer's "SET on a replica" workload
+peer_seconds_min, peer_seconds_max = 1.0, 600.0
+quick_peer_seconds = 2.0
 lag_sample_interval_ms = 5      # between one lag sample's end and the next one's start
 lag_sample_timeout_ms = 1000    # a write not visible on the follower by then is an error
 connect_timeout_s = 5.0
@@ -119,6 +130,8 @@ class Settings:
     configs: tuple[str, ...]            # keys of CHORUSDB_CONFIGS
     output_dir: Path
     json_path: Path | None              # None: under output_dir, named after the start time
+    peers: tuple[str, ...] = ()         # keys of PEERS
+    peer_seconds: float = 0.0
 
     def benchmark_settings(self) -> single.Settings:
         """What ``single.measure`` needs to build a redis-benchmark command line."""
@@ -137,6 +150,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--configs", default=",".join(CHORUSDB_CONFIGS),
                         help=f"comma-separated ChorusDB clusters to run (default all: "
                              f"{','.join(CHORUSDB_CONFIGS)})")
+    parser.add_argument("--peers", default=",".join(PEERS),
+                        help=f"other replicated systems to run the 'SET on a replica' workload "
+                             f"against (default {','.join(PEERS)}; 'none' for none); one that "
+                             f"is not installed is skipped with the command that installs it")
+    parser.add_argument("--peer-seconds", type=float, default=peer_seconds_default,
+                        metavar="S", help=f"seconds each peer's workload runs (default "
+                                          f"{peer_seconds_default:g})")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: {quick_requests:,} requests, {quick_lag_samples} lag "
                              f"samples, {quick_keyspace_keys:,} keys")
@@ -157,12 +177,21 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if not configs or any(c not in CHORUSDB_CONFIGS for c in configs):
         raise UsageError(f"--configs: expected a comma-separated subset of "
                          f"{','.join(CHORUSDB_CONFIGS)}, got {args.configs!r}")
+    peers = tuple(dict.fromkeys(p.strip() for p in args.peers.split(",")
+                                if p.strip() and p.strip() != "none"))
+    if any(p not in PEERS for p in peers):
+        raise UsageError(f"--peers: expected a comma-separated subset of {','.join(PEERS)} "
+                         f"or none, got {args.peers!r}")
+    if not peer_seconds_min <= args.peer_seconds <= peer_seconds_max:
+        raise UsageError(f"--peer-seconds: expected {peer_seconds_min:g}..{peer_seconds_max:g}, "
+                         f"got {args.peer_seconds:g}")
     return Settings(
         requests=quick_requests if args.quick else args.requests,
         lag_samples=quick_lag_samples if args.quick else args.lag_samples,
         keyspace_keys=quick_keyspace_keys if args.quick else single.keyspace_keys_default,
         value_bytes=single.value_bytes_default, configs=configs, output_dir=args.output,
-        json_path=args.json)
+        json_path=args.json, peers=peers,
+        peer_seconds=quick_peer_seconds if args.quick else args.peer_seconds)
 
 
 # --- the drivers ------------------------------------------------------------------------------
@@ -222,11 +251,7 @@ def _run_async(workload: Awaitable) -> object:
         except (OSError, asyncio.TimeoutError) as e:
             raise DriverError(f"{type(e).__name__}: {e}") from None
 
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(bounded())
-    return uvloop.run(bounded())
+    return servers.run_on_fast_loop(bounded())
 
 
 @dataclass(slots=True)
@@ -521,7 +546,8 @@ def _measure_all(tool: str, redis_server: str | None, settings: Settings, status
     versions: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="chorusdb-bench-cluster-") as tmp, \
             session.progress_bar(status) as progress:
-        task = progress.add_task("starting", total=STEPS_PER_GROUP * len(plans))
+        task = progress.add_task("starting",
+                                 total=STEPS_PER_GROUP * len(plans) + len(settings.peers))
 
         def step(description: str) -> None:
             progress.update(task, description=description)
@@ -546,6 +572,23 @@ def _measure_all(tool: str, redis_server: str | None, settings: Settings, status
                 "pids": [s.pid for s in group.members],
                 "redis_benchmark_runs": [asdict(r) for r in result.runs],
                 "replicated_set": result.replicated, "replication_lag": result.lag}
+        for name in settings.peers:
+            step(f"{name}: {REPLICATED_SET} for {settings.peer_seconds:g} s")
+            measured = PEERS[name](Path(tmp) / name, settings.peer_seconds,
+                                   settings.keyspace_keys, progress.console)
+            progress.advance(task)
+            if isinstance(measured, peers.Skipped):
+                say(f"{name} skipped: {measured.reason}")
+                raw[name] = {"skipped": measured.reason}
+                continue
+            figure = measured.figure
+            figures.append(figure)
+            versions[figure.system] = measured.version
+            raw[f"{figure.system} {figure.config}"] = {
+                "pids": list(measured.pids), "cpu_s": measured.cpu_s,
+                "operations": measured.operations, "replicated_set": asdict(figure)}
+            say(f"{figure.system} ({figure.config}) {REPLICATED_SET}: "
+                f"{figure.ops_per_s:,.0f} ops/s")
     return (figures, raw), versions
 
 
@@ -617,7 +660,8 @@ def write_plot(figures: list[ClusterFigure], path: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     """The whole benchmark (see the module docstring); returns the exit code."""
     return session.run("cluster", args, settings_from=settings_from, measure=_measure_all,
-                       failures=(ServerStartError, single.BenchmarkRunError, DriverError),
+                       failures=(ServerStartError, single.BenchmarkRunError, DriverError,
+                                 peers.PeerError),
                        report=_report, install_tools=INSTALL_TOOLS, install_redis=INSTALL_REDIS)
 
 
