@@ -12,9 +12,16 @@ import random
 import pytest
 
 from chorusdb.core.api import ClientCommand, CoreConfig
-from chorusdb.core.leader import LeaderCore, LeaderSettings
+from chorusdb.core.leader import LeaderCore, LeaderSettings, base_refusals_max
 from chorusdb.core.leader_messages import Append, AppendReply, SnapshotChunk
-from chorusdb.core.model import Position
+from chorusdb.core.model import (
+    ZERO_POSITION,
+    LogEntry,
+    Position,
+    PutMeta,
+    ResetLog,
+    SetValue,
+)
 from chorusdb.replies import OK, Error
 from chorusdb.storage.memory_store import MemoryStore
 
@@ -349,3 +356,50 @@ def test_an_answer_from_a_follower_process_that_ended_is_ignored():
     cluster.run()
     cluster.advance_time(cluster.settings.heartbeat_interval_ms)
     assert 2 not in cluster.replies             # two copies of 1:3, not three
+
+
+def test_a_follower_that_drops_its_log_during_a_snapshot_stops_counting_toward_w():
+    """While a snapshot streams to a follower its replies do not move it forward, but one that
+    refuses (it dropped its data and log to be re-seeded) holds nothing any more: the leader
+    must not keep counting it toward the write quorum with what it held before."""
+    cluster = ready_cluster(write_quorum=2)
+    cluster.propose("n1", 1, "SET", "k", "v")
+    cluster.settle()
+    leader = cluster.cores["n1"]
+    progress = leader.followers["n2"]
+    assert progress.match == cluster.positions[1]
+    progress.snapshot_next_chunk = 0               # as if a snapshot were streaming to n2
+    n2 = cluster.cores["n2"]
+    leader.step(AppendReply("n2", "n1", leader.epoch, ZERO_POSITION, ZERO_POSITION, False,
+                            n2._incarnation, cluster.now, ZERO_POSITION), cluster.now)
+    assert progress.match == ZERO_POSITION
+
+
+def test_empty_appends_below_a_snapshot_base_do_not_make_a_follower_drop_it():
+    """A follower just seeded from a snapshot (log base 1:100) hears heartbeats that start below
+    its base from a leader that has not heard from it since: they say nothing about the base,
+    so it only tells the leader where its log starts. Appends with entries that never reach
+    the base are evidence it is not in the leader's history: after ``base_refusals_max`` of
+    them it drops its data and asks to be seeded again."""
+    store = MemoryStore()
+    base = Position(1, 100)
+    store.commit([ResetLog(base), PutMeta("epoch", 1)])
+    core = LeaderCore(CoreConfig("n2", MEMBERS, settings=LeaderSettings(write_quorum=2)),
+                      store.recover(), random.Random(1), T0)
+    below = Position(1, 50)
+
+    def append(entries: tuple[LogEntry, ...]) -> AppendReply:
+        core.step(Append("n1", "n2", 1, below, entries, below, below, T0), T0)
+        replies = [m for m in core.ready().messages if type(m) is AppendReply]
+        return replies[-1]
+
+    for _ in range(base_refusals_max + 2):
+        reply = append(())
+        assert (reply.accepted, reply.hint) == (False, base)
+    assert core.counters["reseeds_after_divergence"] == 0
+    entries = tuple(LogEntry(Position(1, i), SetValue(b"k", b"v", 0)) for i in range(51, 61))
+    for _ in range(base_refusals_max):
+        assert append(entries).hint == base
+    assert core.counters["reseeds_after_divergence"] == 0
+    assert append(entries).hint == ZERO_POSITION
+    assert core.counters["reseeds_after_divergence"] == 1

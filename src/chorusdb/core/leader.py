@@ -1245,7 +1245,11 @@ class LeaderCore:
             self._notes.append(Probe("follower_ahead_of_leader"))
             durable = last
         if f.snapshot_next_chunk >= 0:
-            return              # its log is being replaced; the snapshot's end decides
+            # Its log is being replaced; the snapshot's end decides. But a refusal says it holds
+            # less than we counted (it dropped its data to be re-seeded): stop counting it now.
+            if not reply.accepted:
+                f.match = min(f.match, durable)
+            return
         if reply.accepted:
             if durable > f.match:
                 f.match = durable
@@ -1512,17 +1516,20 @@ class LeaderCore:
             return
         if prev.index < log.base.index:
             # Entries we compacted: our base must be among them, or it is not in the leader's
-            # history (a snapshot of a deposed leader's data, or a log the leader lacks).
+            # history (a snapshot of a deposed leader's data, or a log the leader lacks). Only
+            # Appends that carry entries count as attempts to reach it: an empty one is the
+            # heartbeat of a leader that does not know where our log starts (it sent us a
+            # snapshot and has not heard back yet), and says nothing about our base.
             base = log.base
             reaching = [entry for entry in append.entries if entry.position.index == base.index]
-            if reaching and reaching[0].position != base or \
-                    not reaching and self._base_refusals >= base_refusals_max:
+            if reaching and reaching[0].position != base or not reaching and \
+                    append.entries and self._base_refusals >= base_refusals_max:
                 self._reseed(f"the log base {base} is not in the history of {append.source}",
                              verified=False)
                 self._reject(ZERO_POSITION)
                 return
             if not reaching:
-                self._base_refusals += 1
+                self._base_refusals += bool(append.entries)
                 self._reject(base)          # ask for the entries up to our base
                 return
             prev = base
