@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from chorusdb.bench import cluster, failover, single
+from chorusdb.bench import cluster, failover, scale, single
 
 EXIT_USAGE = 2
 BENCHMARKS = {
     "single": (single, "one ChorusDB node against one redis-server under redis-benchmark"),
     "cluster": (cluster, cluster.SUMMARY),
     "failover": (failover, failover.SUMMARY),
+    "scale": (scale, scale.SUMMARY),
 }
 
 
