@@ -68,7 +68,6 @@ import argparse
 import asyncio
 import math
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -88,7 +87,6 @@ from chorusdb.bench.failover import BenchNode
 from chorusdb.bench.servers import ReplicatedServers, ServerProcess, ServerStartError
 from chorusdb.bench.session import UsageError
 from chorusdb.server.config import load_config
-from chorusdb.server.process import stop_process
 from chorusdb.storage.sqlite_store import store_file_name
 
 VALUE_SIZE, KEYS, FOLLOWERS, PIPELINE, SEEDING = AXES = (
@@ -601,19 +599,8 @@ def start_cluster(directory: Path, members: int, settings: Settings, started: in
                                             settings.durability)
     for config in configs:
         add_leader_keys(config, {**STABLE_LEADERSHIP, **leader_keys})
-    processes: list[subprocess.Popen] = []
-    try:
-        for config in configs[:started]:        # all launched before any is waited for
-            processes.append(servers.spawn_node(config.parent, config))
-        ready = [servers.await_node(process, config.parent, config, settings.durability)
-                 for process, config in zip(processes, configs)]
-        group = ReplicatedServers("chorusdb", f"W={settings.write_quorum} {settings.durability}",
-                                  ready[0], settings.write_quorum, ready[1:])
-        servers.await_replication(group)
-    except BaseException:
-        for process in processes:
-            stop_process(process, servers.server_stop_timeout_s)
-        raise
+    group = servers.start_written_cluster(configs, settings.write_quorum, settings.durability,
+                                          started)
     return group, configs
 
 

@@ -301,14 +301,22 @@ def start_chorusdb_cluster(directory: Path, members: int, write_quorum: int,
     """A leader-mode cluster of ``members`` nodes, every follower streaming; nothing is left
     running if one fails."""
     configs = write_cluster_configs(directory, members, write_quorum, durability)
+    return start_written_cluster(configs, write_quorum, durability)
+
+
+def start_written_cluster(configs: list[Path], write_quorum: int, durability: str,
+                          started: int | None = None) -> ReplicatedServers:
+    """Start the members whose configs ``write_cluster_configs`` wrote (the first ``started``
+    of them; all by default) and wait until every follower streams; nothing is left running if
+    one fails."""
     processes: list[subprocess.Popen] = []
     try:
-        for config in configs:          # all launched before any is waited for
+        for config in configs[:started]:        # all launched before any is waited for
             processes.append(spawn_node(config.parent, config))
-        started = [await_node(process, config.parent, config, durability)
-                   for process, config in zip(processes, configs)]
-        group = ReplicatedServers("chorusdb", f"W={write_quorum} {durability}", started[0],
-                                  write_quorum, started[1:])
+        ready = [await_node(process, config.parent, config, durability)
+                 for process, config in zip(processes, configs)]
+        group = ReplicatedServers("chorusdb", f"W={write_quorum} {durability}", ready[0],
+                                  write_quorum, ready[1:])
         await_replication(group)
     except BaseException:
         for process in processes:
