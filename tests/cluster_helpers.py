@@ -321,6 +321,19 @@ class LeaderCluster:
         return self.wait_for(converged, timeout_s, "the same CHORUS.DIGEST on every node")
 
 
+@contextmanager
+def streaming_cluster(directory: Path, leader: dict[str, object]) -> Iterator[LeaderCluster]:
+    """A three-node cluster whose initial leader streams to both followers; every process it
+    started is stopped on the way out."""
+    cluster = LeaderCluster(directory, leader)
+    try:
+        cluster.start()
+        cluster.wait_streaming()
+        yield cluster
+    finally:
+        cluster.stop_all()
+
+
 @dataclass
 class Writer:
     """A thread of unpipelined writes to one node until ``stop``: SETs of ``tag:i`` to a unique

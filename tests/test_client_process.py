@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 
 from chorusdb.client import AsyncClient, Client
 from chorusdb.client.token import Token
-from cluster_helpers import LeaderCluster, socket_timeout_s
+from cluster_helpers import LeaderCluster, socket_timeout_s, streaming_cluster
 
 pytestmark = pytest.mark.process
 
@@ -76,13 +76,8 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture
 def own_cluster(tmp_path):
-    cluster = LeaderCluster(tmp_path / "cluster", SEMI_SYNC)
-    try:
-        cluster.start()
-        cluster.wait_streaming()
+    with streaming_cluster(tmp_path / "cluster", SEMI_SYNC) as cluster:
         yield cluster
-    finally:
-        cluster.stop_all()
 
 
 # --- routing --------------------------------------------------------------------------------

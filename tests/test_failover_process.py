@@ -29,7 +29,7 @@ import pytest
 import redis
 
 from chorusdb.bench.failover import WriteLoad, error_code
-from cluster_helpers import ClusterNode, LeaderCluster, position_of
+from cluster_helpers import ClusterNode, position_of, streaming_cluster
 
 pytestmark = pytest.mark.process
 
@@ -51,13 +51,8 @@ PROMISES_NOTHING = ("INDOUBT", "NOTLEADER", "TRYAGAIN", "NOQUORUM")
 def cluster(tmp_path):
     """A three-node cluster whose initial leader streams to both followers; every process it
     started is stopped when the test ends."""
-    cluster = LeaderCluster(tmp_path / "cluster", SEMI_SYNC)
-    try:
-        cluster.start()
-        cluster.wait_streaming()
+    with streaming_cluster(tmp_path / "cluster", SEMI_SYNC) as cluster:
         yield cluster
-    finally:
-        cluster.stop_all()
 
 
 def test_a_killed_leader_is_replaced_within_2_s_without_losing_acknowledged_writes(cluster):
