@@ -299,7 +299,9 @@ def test_a_follower_behind_hands_the_read_to_the_leader_at_once():
     assert len(script.requests()) == 2 and script.paused_ms == 0
 
 
-def test_notleader_refreshes_the_topology_and_retries_at_the_new_leader():
+def leadership_moves_to_n2(refused: list[object], served: list[object]) -> Responder:
+    """n1 leads epoch 1 until a command reaches it: it answers ``refused`` (it was deposed) and
+    from then on the topology names n2, at epoch 2, which answers ``served``."""
     moved = {"done": False}
 
     def respond(exchange: Exchange, now_ms: int) -> list[object]:
@@ -309,9 +311,14 @@ def test_notleader_refreshes_the_topology_and_retries_at_the_new_leader():
                                    moved["done"] else 1)]
         if exchange.address == LEADER:
             moved["done"] = True
-            return [ResponseError(f"NOTLEADER n2 {F2}"), b"1:5"]
-        return [b"OK", b"2:1"]
-    script = Script(respond)
+            return refused
+        return served
+    return respond
+
+
+def test_notleader_refreshes_the_topology_and_retries_at_the_new_leader():
+    script = Script(leadership_moves_to_n2([ResponseError(f"NOTLEADER n2 {F2}"), b"1:5"],
+                                           [b"OK", b"2:1"]))
     assert script.run("SET", "k", "v") == b"OK"
     assert [e.address for e in script.requests()] == [LEADER, F2]
     assert script.state.token == Token(2, 1)
@@ -319,19 +326,9 @@ def test_notleader_refreshes_the_topology_and_retries_at_the_new_leader():
 
 
 def test_a_leader_read_asks_for_linearizability_and_follows_a_refusal_to_the_new_leader():
-    moved = {"done": False}
-
-    def respond(exchange: Exchange, now_ms: int) -> list[object]:
-        names = [c.args[0] for c in exchange.commands]
-        if names == [b"CHORUS.TOPOLOGY"]:
-            return [topology_reply(leader="n2" if moved["done"] else "n1", epoch=2 if
-                                   moved["done"] else 1)]
-        if exchange.address == LEADER:             # n1 was deposed: it refuses, never serves
-            moved["done"] = True
-            refused = ResponseError(f"NOTLEADER n2 {F2}")
-            return [refused, refused, b"1:5"]
-        return [b"OK", b"fresh", b"2:1"]
-    script = Script(respond)
+    refused = ResponseError(f"NOTLEADER n2 {F2}")        # n1 refuses the read, never serves it
+    script = Script(leadership_moves_to_n2([refused, refused, b"1:5"],
+                                           [b"OK", b"fresh", b"2:1"]))
     assert script.run("GET", "k", read=ReadOptions(ReadFrom.LEADER)) == b"fresh"
     assert [e.address for e in script.requests()] == [LEADER, F2]
     assert all(e.commands[0].args[-1] == b"LINEARIZABLE" for e in script.requests())
