@@ -65,13 +65,8 @@ def seeds(cluster: LeaderCluster) -> list[str]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    cluster = LeaderCluster(tmp_path_factory.mktemp("client") / "cluster", SEMI_SYNC)
-    try:
-        cluster.start()
-        cluster.wait_streaming()
+    with streaming_cluster(tmp_path_factory.mktemp("client") / "cluster", SEMI_SYNC) as cluster:
         yield cluster
-    finally:
-        cluster.stop_all()
 
 
 @pytest.fixture
