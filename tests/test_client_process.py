@@ -187,7 +187,9 @@ def test_sessions_survive_a_leader_sigkill(own_cluster):
     cluster = own_cluster
     old_epoch = cluster.leader.status()["epoch"]
     counted = Client(seeds(cluster), retry_deadline_ms=retry_deadline_ms)
-    session = Client(seeds(cluster), read_from="follower", retry_deadline_ms=retry_deadline_ms)
+    # request_ids="all": a SET cut off by the kill is retried on the new leader, applied once.
+    session = Client(seeds(cluster), read_from="follower", retry_deadline_ms=retry_deadline_ms,
+                     request_ids="all")
     seen_counter: list[int] = []
 
     def count(i: int) -> None:

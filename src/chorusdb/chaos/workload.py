@@ -24,7 +24,8 @@ is the node a command was sent to.
 
 **Session clients** (``session_clients=True``): each thread is instead a ``chorusdb.Client``
 reading from followers, from any member or from the leader in turn, which routes writes to the
-leader, retries through failovers and keeps a session token. Which member answered is the
+leader, retries through failovers (every write with a request id, so a retry is never applied
+twice) and keeps a session token. Which member answered is the
 client's choice, so the history's ``node`` is left empty; a call that raises after the
 client's own retries is an ``info`` (it may have been applied), a definite error reply is judged
 by its class as above. The reads of a client reading from the leader are linearizable (a member
@@ -210,7 +211,7 @@ class ChaosWorkload:
                 read_from = SESSION_READS_FROM[number % len(SESSION_READS_FROM)]
                 client.session = SessionClient(
                     hosts, read_from=read_from, protocol=client.protocol, password=password,
-                    retry_deadline_ms=session_retry_deadline_ms)
+                    retry_deadline_ms=session_retry_deadline_ms, request_ids="all")
                 client.reads_linearizable = read_from == "leader"
         self._threads: list[threading.Thread] = []
 

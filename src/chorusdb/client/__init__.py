@@ -28,7 +28,8 @@ Options (keywords; defaults in settings.py):
 - ``retry_deadline_ms``: how long one call may keep retrying through failovers before it raises
   ``ClusterUnavailableError`` (a ``redis.exceptions.ConnectionError``).
 - ``request_ids``: ``"non_idempotent"`` (writes such as INCR and RPUSH go as
-  ``CHORUS.ONCE <id> ...`` so a retry is applied once) or ``"all"`` (every write does).
+  ``CHORUS.ONCE <id> ...`` so a retry is applied once) or ``"all"`` (every write does). A write
+  whose outcome is unknown is retried only with an id (retry.py): without one it raises.
 - ``password``, ``username``, ``protocol``, ``decode_responses``, ``socket_timeout_ms``,
   ``socket_connect_timeout_ms`` as for redis-py (times in ms).
 

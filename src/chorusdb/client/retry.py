@@ -13,11 +13,14 @@ the exception redis-py raised:
 | DEFINITE    | ``-ERR``, ``-WRONGTYPE``, auth errors, ...  | nothing: the caller's mistake |
 
 ``should_retry`` decides: definite answers go to the caller at once; the ones that guarantee
-nothing was applied are always retried; an unknown outcome is retried only when a second
-application cannot hurt — a read, a write carrying a request id (``CHORUS.ONCE``), or (after a
-dropped connection) an idempotent write, since every non-idempotent write carries an id
-(commands.py). An ``OTHER`` command (``CHORUS.SWITCHOVER``, ``CHORUS.DIVERGENT REAPPLY``, ...)
-whose request may have left is never sent again.
+nothing was applied are always retried; an unknown outcome (``-INDOUBT``, or a connection that
+dropped after the request may have left) is retried only when a second application cannot
+hurt — a read, or a write carrying a request id (``CHORUS.ONCE``). Not an idempotent write
+without one: a SET or DEL applied a second time, after another client's write, undoes that
+write (the chaos run with session clients caught a retried DEL erasing an acknowledged SET).
+Such a write raises instead, unless the client sends ids on every write (``request_ids="all"``).
+An ``OTHER`` command (``CHORUS.SWITCHOVER``, ``CHORUS.DIVERGENT REAPPLY``, ...) whose request may
+have left is never sent again.
 
 Retries wait ``backoff_ms(attempt)``: exponential from ``backoff_ms_first`` to ``backoff_ms_max``
 with "equal jitter" (a random half on top of a fixed half, from an injected ``random.Random``),
@@ -83,10 +86,8 @@ def should_retry(failure: Failure, kind: Kind, has_request_id: bool, sent: bool)
         return False
     if failure in (Failure.NOT_LEADER, Failure.TRY_AGAIN, Failure.NO_QUORUM) or not sent:
         return True
-    if failure is Failure.IN_DOUBT:
-        return kind is Kind.READ or (kind is Kind.WRITE and has_request_id)
-    assert failure is Failure.UNREACHABLE
-    return kind is not Kind.OTHER
+    assert failure in (Failure.IN_DOUBT, Failure.UNREACHABLE), failure
+    return kind is Kind.READ or (kind is Kind.WRITE and has_request_id)
 
 
 def backoff_ms(attempt: int, rng: random.Random) -> int:
