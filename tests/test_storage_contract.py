@@ -52,15 +52,20 @@ from chorusdb.storage.sqlite_store import SchemaMismatch, SqliteStore, store_fil
 
 
 class SqliteHarness:
+    """Folds the data journal every third row, so the contract holds with keys in the journal,
+    in ``data`` and split between them."""
+
+    fold_rows = 3
+
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
     def open(self, durability: str = "fsync") -> Store:
-        return SqliteStore(self.directory, durability=durability)
+        return SqliteStore(self.directory, durability=durability, fold_rows=self.fold_rows)
 
     def reopen(self, store: Store) -> Store:
         store.close()
-        return SqliteStore(self.directory, durability=store.durability)
+        return SqliteStore(self.directory, durability=store.durability, fold_rows=self.fold_rows)
 
 
 class MemoryHarness:
@@ -734,6 +739,83 @@ def test_sqlite_snapshot_seeds_a_store_in_another_directory(tmp_path):
     assert follower.log_bounds() == (51, 50)
     assert snapshot.image.exists()                 # restore copies the image, never moves it
     follower.close()
+
+
+def table_rows(directory: Path, table: str) -> int:
+    raw = raw_connection(directory)
+    (rows,) = raw.execute(f"SELECT count(*) FROM {table}").fetchone()
+    raw.close()
+    return rows
+
+
+def test_sqlite_journals_data_writes_and_folds_them_at_the_threshold(tmp_path):
+    store = SqliteStore(tmp_path, fold_rows=4)
+    store.commit(set_key(1, b"a", b"1") + [PutRecord(b"b", string(b"1", 1))])
+    store.commit([DeleteRecord(b"a"), AppendEntry(LogEntry(Position(1, 2), DeleteKeys((b"a",))))])
+    assert (table_rows(tmp_path, "data"), table_rows(tmp_path, "data_journal")) == (0, 3)
+    reopened = SqliteStore(tmp_path, fold_rows=4)          # as after a crash: nothing folded
+    assert table_rows(tmp_path, "data_journal") == 3
+    assert reopened.recover().records == {b"b": string(b"1", 1)}
+    assert (table_rows(tmp_path, "data"), table_rows(tmp_path, "data_journal")) == (1, 0)
+    reopened.close()
+
+    store = SqliteStore(tmp_path, fold_rows=4)
+    commit_sets(store, 3, 5)
+    assert (table_rows(tmp_path, "data"), table_rows(tmp_path, "data_journal")) == (1, 3)
+    store.commit(set_key(6, b"k4", b"again"))              # the fourth row: folded
+    assert (table_rows(tmp_path, "data"), table_rows(tmp_path, "data_journal")) == (4, 0)
+    assert store.folds_total == 1
+    store.commit(set_key(7, b"k5", b"again"))
+    store.close()
+    store = SqliteStore(tmp_path, fold_rows=4)
+    assert store.recover().records == {b"b": string(b"1", 1), b"k3": string(b"v3", 3),
+                                       b"k4": string(b"again", 6), b"k5": string(b"again", 7)}
+    store.close()
+
+
+def test_sqlite_a_clear_empties_the_journal_too(tmp_path):
+    store = SqliteStore(tmp_path, fold_rows=100)
+    commit_sets(store, 1, 3)
+    store.commit([ClearRecords(), PutRecord(b"after", string(b"x", 3))])
+    assert table_rows(tmp_path, "data_journal") == 1
+    store.close()
+    store = SqliteStore(tmp_path)
+    assert store.recover().records == {b"after": string(b"x", 3)}
+    store.close()
+
+
+def test_sqlite_a_snapshot_holds_the_writes_still_in_the_journal(tmp_path):
+    leader = SqliteStore(tmp_path / "leader", fold_rows=100)
+    commit_sets(leader, 1, 5)
+    snapshot = leader.snapshot()
+    assert table_rows(tmp_path / "leader", "data_journal") == 0
+    expected = leader.recover()
+    leader.close()
+    follower = SqliteStore(tmp_path / "follower", fold_rows=100)
+    follower.restore(snapshot)
+    assert follower.recover() == restored(expected)
+    assert len(expected.records) == 5
+    follower.close()
+
+
+def test_sqlite_upgrades_a_file_of_schema_version_1(tmp_path):
+    store = SqliteStore(tmp_path, fold_rows=1)
+    commit_sets(store, 1, 3)
+    store.close()
+    raw = raw_connection(tmp_path)
+    raw.execute("DROP TABLE data_journal")
+    raw.execute("PRAGMA user_version = 1")
+    raw.close()
+    store = SqliteStore(tmp_path, fold_rows=100)
+    assert sorted(store.recover().records) == [b"k1", b"k2", b"k3"]
+    commit_sets(store, 4, 4)
+    store.close()
+    raw = raw_connection(tmp_path)
+    assert raw.execute("PRAGMA user_version").fetchone() == (2,)
+    raw.close()
+    store = SqliteStore(tmp_path)
+    assert sorted(store.recover().records) == [b"k1", b"k2", b"k3", b"k4"]
+    store.close()
 
 
 def test_sqlite_refuses_a_file_of_another_schema_version(tmp_path):

@@ -1,9 +1,11 @@
 """The node's durable state in one SQLite file (WAL mode): the ``Store`` of a real node.
 
-The file is ``data_dir/chorus.sqlite3`` and holds five tables (schema version 1, kept in
+The file is ``data_dir/chorus.sqlite3`` and holds six tables (schema version 2, kept in
 ``PRAGMA user_version``)::
 
     data(key BLOB PRIMARY KEY, kind INTEGER, value BLOB, expire_at_ms INTEGER, version INTEGER)
+    data_journal(seq INTEGER PRIMARY KEY, key BLOB, kind INTEGER, value BLOB,
+                 expire_at_ms INTEGER, version INTEGER)   -- kind NULL: the key was deleted
     log(idx INTEGER PRIMARY KEY, epoch INTEGER, entry BLOB, crc INTEGER)
     meta(name TEXT PRIMARY KEY, value)          -- int, str or bytes, as SQLite keeps them
     log_base(id = 0, epoch INTEGER, idx INTEGER) -- the last position retention removed, or
@@ -27,9 +29,22 @@ of each name, divergent rows into the final row of each id, log writes into step
 runs of appends (one ``executemany`` each), trims, truncations and resets (a ``ResetLog`` drops
 the steps before it, whose rows it would delete anyway). Tables are independent, so this gives
 the same result as applying the writes one by one; a batch without trims, truncations, resets
-or divergent rows takes at most five statements: ``DELETE FROM data`` (if cleared), upserts,
-deletes, meta upserts, log inserts. The SQL strings are constants, so
+or divergent rows takes at most five statements: ``DELETE FROM data`` and ``data_journal`` (if
+cleared), journal inserts, meta upserts, log inserts. The SQL strings are constants, so
 ``sqlite3``'s statement cache prepares each once.
+
+**The data journal.** A commit does not update ``data`` in place: it appends the final state of
+each key it touched to ``data_journal``, and once the journal holds ``journal_fold_rows`` rows
+the same transaction folds it into ``data`` (two ``INSERT ... SELECT``/``DELETE`` statements
+that keep the newest row of each key, run inside SQLite without the interpreter) and empties
+it. The state of the keys is ``data`` with the journal replayed in ``seq`` order, in every
+committed transaction, so a crash between folds loses nothing; ``recover`` and ``snapshot``
+fold first. Why: an upsert of a random key dirties one B-tree leaf of ``data``, and every
+commit writes each dirty page to the WAL again (about a 4 KiB page per 16-byte SET at 50 SETs a
+commit), while appending to the journal touches its last page only; a fold writes each leaf
+once however often its keys changed since the last one. Measured with the schema above, 50 and
+300 SETs a commit over 100,000 random keys, folding every 16,384 rows: 11.9 → 9.0 and 9.4 → 7.8
+µs CPU per SET.
 
 **Retention, resets and truncations.** A trim (``TrimLogBefore``, and ``truncate_log_before``,
 which commits one) deletes the rows below its index and records the last one it deleted in
@@ -109,19 +124,40 @@ from chorusdb.storage.encoding import (
 
 store_file_name = "chorus.sqlite3"
 snapshot_directory_name = "snapshots"
-schema_version = 1
+schema_version = 2
+schema_versions_upgraded = (1,)
+"""Earlier schemas this version opens and upgrades: 1 lacked ``data_journal`` (and meant every
+key's state is in ``data``), so adding the empty table is the whole upgrade. A file of version
+2 is refused by a ChorusDB that knows only version 1, which would ignore an unfolded journal."""
+journal_fold_rows = 4_096
+"""Journal rows that make a commit fold the journal into ``data`` (a quarter of a second of
+replicated SETs on a 2-core machine), and the most that recovery replays. A fold stalls the
+commit that carries it, so this trades throughput against the tail: a replicated SET workload
+(W = 2, fsync, 100,000 keys) ran at 14.7k/s with p99 56 ms writing ``data`` in place, and
+16.3-16.6k/s, p99 79-86 ms with 4,096 rows; 15.6-16.9k/s, p99 126 ms with 16,384; 16.9-17.9k/s,
+p99 249 ms with 65,536."""
 statement_cache_size = 64
 """Prepared statements ``sqlite3`` keeps per connection (ours are fewer than 20)."""
 
 _SYNCHRONOUS = {"fsync": ("FULL", 2), "os": ("NORMAL", 1)}
 """``PRAGMA synchronous`` by durability: the name to set and the level SQLite reports back."""
 
-# An upsert in place: INSERT OR REPLACE would delete the row and insert it again.
-_UPSERT_DATA = ("INSERT INTO data (key, kind, value, expire_at_ms, version) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET kind = excluded.kind, value = excluded.value, "
-                "expire_at_ms = excluded.expire_at_ms, version = excluded.version")
-_DELETE_DATA = "DELETE FROM data WHERE key = ?"
+_JOURNAL_DATA = ("INSERT INTO data_journal (key, kind, value, expire_at_ms, version) "
+                 "VALUES (?, ?, ?, ?, ?)")
 _CLEAR_DATA = "DELETE FROM data"
+_CLEAR_JOURNAL = "DELETE FROM data_journal"
+_COUNT_JOURNAL = "SELECT count(*) FROM data_journal"
+_NEWEST_JOURNAL_ROWS = "SELECT max(seq) FROM data_journal GROUP BY key"
+# The newest journal row of each key: put (an upsert in place, where INSERT OR REPLACE would
+# delete the row and insert it again; the WHERE also lets the parser tell the upsert's ON from
+# a join's), or delete.
+_FOLD_PUTS = ("INSERT INTO data (key, kind, value, expire_at_ms, version) "
+              "SELECT key, kind, value, expire_at_ms, version FROM data_journal "
+              f"WHERE seq IN ({_NEWEST_JOURNAL_ROWS}) AND kind IS NOT NULL "
+              "ON CONFLICT (key) DO UPDATE SET kind = excluded.kind, value = excluded.value, "
+              "expire_at_ms = excluded.expire_at_ms, version = excluded.version")
+_FOLD_DELETES = ("DELETE FROM data WHERE key IN (SELECT key FROM data_journal "
+                 f"WHERE seq IN ({_NEWEST_JOURNAL_ROWS}) AND kind IS NULL)")
 _UPSERT_META = "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)"
 _APPEND_LOG = "INSERT INTO log (idx, epoch, entry, crc) VALUES (?, ?, ?, ?)"
 _SELECT_DATA = "SELECT key, kind, value, expire_at_ms, version FROM data"
@@ -180,12 +216,19 @@ def _divergent_table(schema: str) -> str:
             "resolved_by TEXT NOT NULL, resolved_at_ms INTEGER NOT NULL)")
 
 
+def _journal_table(schema: str) -> str:
+    """The statement that creates the data journal in ``schema`` (version 2's addition)."""
+    return (f"CREATE TABLE {schema}.data_journal (seq INTEGER PRIMARY KEY, key BLOB NOT NULL, "
+            "kind INTEGER, value BLOB, expire_at_ms INTEGER, version INTEGER)")
+
+
 def _schema(schema: str) -> tuple[str, ...]:
     """The statements that create an empty store in the attached database ``schema``."""
     return (
         f"CREATE TABLE {schema}.data (key BLOB PRIMARY KEY, kind INTEGER NOT NULL, "
         "value BLOB NOT NULL, expire_at_ms INTEGER NOT NULL, version INTEGER NOT NULL) "
         "WITHOUT ROWID",
+        _journal_table(schema),
         f"CREATE TABLE {schema}.log (idx INTEGER PRIMARY KEY, epoch INTEGER NOT NULL, "
         "entry BLOB NOT NULL, crc INTEGER NOT NULL)",
         f"CREATE TABLE {schema}.meta (name TEXT PRIMARY KEY, value NOT NULL)",
@@ -211,7 +254,10 @@ def _entry_row(entry: LogEntry) -> tuple[int, int, bytes, int]:
     return entry.position.index, entry.position.epoch, data, crc
 
 
-def _data_row(key: bytes, record: Record) -> tuple[bytes, int, bytes, int, int]:
+def _journal_row(key: bytes, record: Record | None) -> tuple[object, ...]:
+    """The journal row of ``key``'s new state: its record's columns, or NULLs for a delete."""
+    if record is None:
+        return key, None, None, None, None
     return key, record.kind.value, encode_value(record), record.expire_at_ms, record.version
 
 
@@ -252,14 +298,19 @@ def _trim_log(connection: sqlite3.Connection, index: int) -> int:
 class SqliteStore:
     """The SQLite ``Store``; see the module docstring. Build it on the thread that will use it."""
 
-    def __init__(self, data_dir: Path, *, durability: str = "fsync") -> None:
+    def __init__(self, data_dir: Path, *, durability: str = "fsync",
+                 fold_rows: int = journal_fold_rows) -> None:
+        assert fold_rows >= 1, fold_rows
         self.durability = check_durability(durability)
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / store_file_name
         self.commits_total = 0
         self.writes_total = 0
+        self.folds_total = 0
+        self.fold_rows = fold_rows
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._connection: sqlite3.Connection | None = self._connect()
+        self._journal_rows = self._count_journal()
         self._log_base, self._last_position = self._read_log_ends()
 
     # --- connection -------------------------------------------------------------------------
@@ -282,9 +333,16 @@ class SqliteStore:
                 for statement in _schema("main"):
                     connection.execute(statement)
                 connection.execute("COMMIT")
+            elif version in schema_versions_upgraded:
+                connection.execute("BEGIN IMMEDIATE")
+                connection.execute(_divergent_table("main"))
+                connection.execute(_journal_table("main"))
+                connection.execute(f"PRAGMA main.user_version = {schema_version}")
+                connection.execute("COMMIT")
             elif version != schema_version:
                 raise SchemaMismatch(f"{self.path} has schema version {version}; this version "
-                                     f"of ChorusDB reads version {schema_version}")
+                                     f"of ChorusDB reads versions "
+                                     f"{(*schema_versions_upgraded, schema_version)}")
             else:
                 connection.execute(_divergent_table("main"))
         except BaseException:
@@ -315,6 +373,33 @@ class SqliteStore:
             self._connection.close()
             self._connection = None
 
+    # --- the data journal -----------------------------------------------------------------------
+
+    def _count_journal(self) -> int:
+        (rows,) = self._open.execute(_COUNT_JOURNAL).fetchone()
+        return rows
+
+    def _fold(self, connection: sqlite3.Connection) -> None:
+        """Fold the journal into ``data`` inside the caller's transaction and empty it."""
+        if self._journal_rows == 0:
+            return
+        connection.execute(_FOLD_PUTS)
+        connection.execute(_FOLD_DELETES)
+        connection.execute(_CLEAR_JOURNAL)
+        self._journal_rows = 0
+        self.folds_total += 1
+
+    def _fold_now(self) -> None:
+        """Fold in a transaction of its own (before reading or copying ``data`` whole)."""
+        if self._journal_rows:
+            rows = self._journal_rows
+            try:
+                with self._transaction() as connection:
+                    self._fold(connection)
+            except BaseException:
+                self._journal_rows = rows
+                raise
+
     # --- reads ----------------------------------------------------------------------------------
 
     def _read_log_ends(self) -> tuple[Position, Position]:
@@ -329,6 +414,7 @@ class SqliteStore:
         return None if row is None else Position(*row)
 
     def recover(self) -> RecoveredState:
+        self._fold_now()
         connection = self._open
         with _collector_paused():
             log = [decode_entry(Position(epoch, index), data, crc) for index, epoch, data, crc
@@ -408,35 +494,51 @@ class SqliteStore:
                     assert kind is ResetLog, write
                     log_steps[:] = [write]      # it deletes the rows of the steps before it
                     appends = None
-        upserts = [_data_row(key, record) for key, record in data.items() if record is not None]
-        deletes = [(key,) for key, record in data.items() if record is None]
+        journal = [_journal_row(key, record) for key, record in data.items()]
+        journal_rows = self._journal_rows
         removed = 0
-        with self._transaction() as connection:
-            if cleared:
-                connection.execute(_CLEAR_DATA)
-            if upserts:
-                connection.executemany(_UPSERT_DATA, upserts)
-            if deletes:
-                connection.executemany(_DELETE_DATA, deletes)
-            if meta:
-                connection.executemany(_UPSERT_META, meta.items())
-            if divergent:
-                connection.executemany(_UPSERT_DIVERGENT,
-                                       [_divergent_row(item) for item in divergent.values()])
-            for step in log_steps:
-                if type(step) is list:
-                    connection.executemany(_APPEND_LOG, step)
-                elif type(step) is TrimLogBefore:
-                    removed += _trim_log(connection, step.index)
-                elif type(step) is TruncateLogAfter:
-                    connection.execute(_DELETE_LOG_AFTER, (step.position.index,))
-                else:
-                    connection.execute(_DELETE_LOG)
-                    connection.execute(_UPDATE_LOG_BASE,
-                                       (step.position.epoch, step.position.index))
+        try:
+            with self._transaction() as connection:
+                if cleared:
+                    connection.execute(_CLEAR_DATA)
+                    connection.execute(_CLEAR_JOURNAL)
+                    self._journal_rows = 0
+                if journal:
+                    connection.executemany(_JOURNAL_DATA, journal)
+                    self._journal_rows += len(journal)
+                    if self._journal_rows >= self.fold_rows:
+                        self._fold(connection)
+                removed = self._write_rest(connection, meta, divergent, log_steps)
+        except BaseException:
+            self._journal_rows = journal_rows       # rolled back with the transaction
+            raise
         self._log_base, self._last_position = check.base, check.last
         self.commits_total += 1
         self.writes_total += write_count
+        return removed
+
+    @staticmethod
+    def _write_rest(connection: sqlite3.Connection, meta: dict[str, int | str | bytes],
+                    divergent: dict[int, DivergentEntry], log_steps: list[_LogStep]) -> int:
+        """The meta, divergent and log part of a commit; returns how many entries trims
+        removed."""
+        removed = 0
+        if meta:
+            connection.executemany(_UPSERT_META, meta.items())
+        if divergent:
+            connection.executemany(_UPSERT_DIVERGENT,
+                                   [_divergent_row(item) for item in divergent.values()])
+        for step in log_steps:
+            if type(step) is list:
+                connection.executemany(_APPEND_LOG, step)
+            elif type(step) is TrimLogBefore:
+                removed += _trim_log(connection, step.index)
+            elif type(step) is TruncateLogAfter:
+                connection.execute(_DELETE_LOG_AFTER, (step.position.index,))
+            else:
+                connection.execute(_DELETE_LOG)
+                connection.execute(_UPDATE_LOG_BASE,
+                                   (step.position.epoch, step.position.index))
         return removed
 
     def truncate_log_before(self, index: int) -> int:
@@ -448,6 +550,7 @@ class SqliteStore:
     # --- snapshots ------------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
+        self._fold_now()
         position = self._last_position
         directory = self.data_dir / snapshot_directory_name
         directory.mkdir(exist_ok=True)
@@ -516,6 +619,7 @@ class SqliteStore:
         os.replace(staged, self.path)
         _fsync_path(self.data_dir)
         self._connection = self._connect()
+        self._journal_rows = self._count_journal()
         self._log_base, self._last_position = self._read_log_ends()
         assert self._last_position == snapshot.position, (self._last_position, snapshot)
 
@@ -527,7 +631,7 @@ def _check_image(path: Path, position: Position) -> None:
         connection = sqlite3.connect(path, isolation_level=None)
         try:
             (version,) = connection.execute("PRAGMA user_version").fetchone()
-            if version != schema_version:
+            if version not in (*schema_versions_upgraded, schema_version):
                 raise CorruptRecord(f"snapshot {path}: schema version {version}")
             (entries,) = connection.execute("SELECT count(*) FROM log").fetchone()
             tag = Position(*connection.execute(_SELECT_LOG_BASE).fetchone())
