@@ -16,7 +16,6 @@ the reads, or the test proves nothing.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest

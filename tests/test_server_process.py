@@ -18,8 +18,6 @@ import pytest
 import redis
 from redis._parsers import _HiredisParser, _RESP2Parser, _RESP3Parser
 
-from conftest import start_node, write_node_config
-
 pytestmark = pytest.mark.process
 
 CLIENT_VARIANTS = {
