@@ -522,6 +522,7 @@ class LeaderCore:
         self._round_ms = -1                 # the last time an Append went to every follower
         self._read_arrived_ms = -1          # the latest read held for confirmation
         self._leader_since_ms = now_ms
+        self._quorum_confirmed_floor_ms = -1   # a lower bound of _confirmed_ms(quorum) while leading
         self._switchover: Switchover | None = None
         self._next_expiry_cycle_ms = now_ms
         self._next_retention_ms = now_ms + retention_check_interval_ms
@@ -908,6 +909,7 @@ class LeaderCore:
         self._learn_epoch_leader(self.epoch, self.node_id)
         now = self._now_ms
         self._leader_since_ms = now
+        self._quorum_confirmed_floor_ms = -1
         self._next_heartbeat_ms = now
         self.followers = {member: FollowerProgress(member, next_index=self.log.last.index + 1,
                                                    last_progress_ms=now)
@@ -1056,8 +1058,15 @@ class LeaderCore:
         return waiter.arrived_ms < 0 or self._confirmed_ms(self.survivors) > waiter.arrived_ms
 
     def _has_quorum_contact(self) -> bool:
+        """Asked before every write, so it sorts the followers' echoes only when the floor it
+        kept is too old: while this node leads, ``_confirmed_ms`` never decreases (echoes only
+        grow, and the followers are replaced only by a new leadership, which resets the
+        floor)."""
         since = self._now_ms - self.settings.quorum_contact_ms
-        return self._confirmed_ms(self.quorum) >= since
+        if self._quorum_confirmed_floor_ms >= since:
+            return True
+        self._quorum_confirmed_floor_ms = self._confirmed_ms(self.quorum)
+        return self._quorum_confirmed_floor_ms >= since
 
     def _advance_commit(self) -> None:
         """The commit: the highest index W members hold durably; ``safe``: the one the members
