@@ -446,8 +446,11 @@ def test_cluster_benchmark_smoke_run(tmp_path):
     assert cpu["chorusdb", REPLICATED_SET] > 0
     lag = document["groups"]["chorusdb W=2 fsync"]["replication_lag"]
     assert len(lag["lag_ms"]) + lag["errors"] == cluster.quick_lag_samples
-    assert document["groups"]["chorusdb W=2 fsync"]["replicated_set"]["how"].endswith(
-        "(acknowledged at W=2)")
+    replicated = document["groups"]["chorusdb W=2 fsync"]["replicated_set"]
+    assert replicated["how"].endswith("(acknowledged at W=2)")
+    by_member = replicated["cpu_by_member"]
+    assert [member["primary"] for member in by_member] == [True, False, False]
+    assert by_member[0]["cpu_us_per_op"] > 0
 
 
 # --- the failover benchmark ---------------------------------------------------------------------

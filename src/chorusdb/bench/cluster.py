@@ -466,8 +466,11 @@ def measure_group(tool: str, group: ReplicatedServers, settings: Settings, seed:
     done()
     benchmark_settings = settings.benchmark_settings()
 
+    def members_cpu_s() -> list[float]:
+        return [servers.process_cpu_seconds(member.pid) for member in group.members]
+
     def group_cpu_s() -> float:
-        return sum(servers.process_cpu_seconds(member.pid) for member in group.members)
+        return sum(members_cpu_s())
 
     for test in TESTS:
         for pipeline in PIPELINES:
@@ -485,24 +488,32 @@ def measure_group(tool: str, group: ReplicatedServers, settings: Settings, seed:
             done()
     how = replicated_how(group)
     step(f"{name}: {REPLICATED_SET} ({how})")
-    cpu_before = group_cpu_s()
+    members_before = members_cpu_s()
     replicated = _run_async(replicated_sets(group.primary, settings, confirms_with_wait(group),
                                             seed))
-    replicated_cpu_s = group_cpu_s() - cpu_before
+    members_used = [after - before for before, after in zip(members_before, members_cpu_s())]
+    replicated_cpu_s = sum(members_used)
     if not replicated.latencies_ms:
         raise DriverError(f"{name}: every '{REPLICATED_SET}' operation failed "
                           f"({replicated.errors} errors)")
-    out.replicated = {"how": how, "ops": len(replicated.latencies_ms),
+    ops = len(replicated.latencies_ms)
+    # Where the CPU of a replicated write goes, member by member (``members``: primary first).
+    by_member = [{"pid": member.pid, "primary": member is group.primary,
+                  "cpu_us_per_op": round(used / ops * 1e6, 1)}
+                 for member, used in zip(group.members, members_used)]
+    out.replicated = {"how": how, "ops": ops,
                       "errors": replicated.errors, "wall_s": round(replicated.wall_s, 3),
                       "ops_per_s": round(replicated.ops_per_s, 1),
-                      "latency": _latency_summary(replicated.latencies_ms)}
+                      "latency": _latency_summary(replicated.latencies_ms),
+                      "cpu_by_member": by_member}
     out.figures.append(ClusterFigure(
         group.system, group.config, REPLICATED_SET, replicated.ops_per_s,
         _p(replicated.latencies_ms, 0.5), _p(replicated.latencies_ms, 0.99), how,
         replicated.errors,
         cpu_s_per_1k_ops=per_1k_ops(replicated_cpu_s, len(replicated.latencies_ms))))
     say(f"{name} {REPLICATED_SET}: {replicated.ops_per_s:,.0f} ops/s, "
-        f"{replicated.errors} errors")
+        f"{replicated.errors} errors; CPU µs per write, primary first: "
+        f"{', '.join(str(member['cpu_us_per_op']) for member in by_member)}")
     done()
     set_p1 = next(r.rps for r in out.runs if (r.test, r.pipeline) == ("SET", 1))
     load = set_p1 * lag_load_fraction
