@@ -22,10 +22,12 @@ from chorusdb.core.model import (
     ZERO_POSITION,
     AppendEntry,
     ClearRecords,
+    CounterChanged,
     DeleteKeys,
     DeleteRecord,
     DivergentEntry,
     EpochStart,
+    EventsAppended,
     FlushAll,
     Kind,
     LogEntry,
@@ -42,8 +44,11 @@ from chorusdb.core.model import (
     SetValue,
     TrimLogBefore,
     TruncateLogAfter,
+    VersionWritten,
     Write,
 )
+from chorusdb.core.causal import CounterValue, Hlc, Version, VersionedValue, VersionVector
+from chorusdb.core.multileader_keyspace import Event, ReplicatedValue
 from chorusdb.storage import base
 from chorusdb.storage.base import LogCompacted, Snapshot, Store
 from chorusdb.storage.encoding import CorruptRecord
@@ -825,3 +830,27 @@ def test_sqlite_refuses_a_file_of_another_schema_version(tmp_path):
     raw.close()
     with pytest.raises(SchemaMismatch):
         SqliteStore(tmp_path)
+
+
+def test_multi_leader_records_and_entries_come_back_after_reopen(harness):
+    stamp = Hlc(1_700_000_000_000, 3)
+    written = Version("n1", 4, stamp, b"v")
+    deleted = Version("n2", 2, stamp, None)
+    context = VersionVector.of({"n1": 4, "n2": 1})
+    value = ReplicatedValue(
+        register=VersionedValue((written, deleted), context.with_sequence("n2", 2)),
+        counter=CounterValue((("n1", 5, 1), ("n2", 2, 0))),
+        events=(Event(stamp, "n1", 3, 0, b"e"),))
+    effects = (VersionWritten(b"k", written, context),
+               CounterChanged(b"c", "n1", 5, stamp, 5, 1),
+               EventsAppended(b"l", "n1", 3, stamp, (b"e",)))
+    store = harness.open()
+    store.recover()
+    store.commit([PutRecord(b"k", Record(Kind.REPLICATED, value, NO_EXPIRY, 3)),
+                  *(AppendEntry(LogEntry(Position(1, index), effect))
+                    for index, effect in enumerate(effects, start=1))])
+    store = harness.reopen(store)
+    state = store.recover()
+    assert state.records == {b"k": Record(Kind.REPLICATED, value, NO_EXPIRY, 3)}
+    assert tuple(entry.effect for entry in state.log) == effects
+    store.close()

@@ -31,7 +31,9 @@ SEEDS = {("standalone", "fsync", 0, 0): 300, ("standalone", "os", 0, 0): 300,
          ("leader", "fsync", 3, 1): 100, ("leader", "fsync", 3, 2): 100,
          ("leader", "fsync", 3, 3): 100, ("leader", "os", 3, 2): 100,
          ("leader", "fsync", 5, 1): 50, ("leader", "fsync", 5, 3): 50,
-         ("leader", "fsync", 5, 5): 50}
+         ("leader", "fsync", 5, 5): 50,
+         ("multi-leader", "fsync", 3, 0): 100, ("multi-leader", "fsync", 5, 0): 50,
+         ("multi-leader", "os", 3, 0): 50}
 for _mode in CORES:
     assert any(mode == _mode for mode, *_ in SEEDS), f"mode {_mode} is not swept"
 SEED_OFFSET = int(os.environ.get("CHORUSDB_SIM_SEED_OFFSET", "0"))

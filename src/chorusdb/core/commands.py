@@ -591,6 +591,21 @@ _SPECS: tuple[CommandSpec, ...] = (
                              value=(_leaf("id", "integer"), _leaf("who", "string"))),
                     optional=False),
              complexity="O(N) where N is the number of entries listed; O(1) for the others."),
+    _single_key("chorus.siblings", 2, ("readonly", "fast"), "chorus",
+                "Multi-leader mode: returns the key's causal context (origin:seq pairs) and its "
+                "concurrent versions, each as [dot, hybrid timestamp, value or nil for a "
+                "delete]. Pass the context to CHORUS.SETCTX to replace exactly these versions.",
+                "0.1.0", "server", ("@read", "@fast"), ("RO", "ACCESS")),
+    _single_key("chorus.setctx", 4, ("denyoom",), "chorus",
+                "Multi-leader mode: sets the key's value as a write that has seen the context "
+                "(from CHORUS.SIBLINGS): it supersedes the versions the context covers and no "
+                "others.", "0.1.0", "server", ("@write", "@slow"), ("RW", "UPDATE"),
+                _leaf("context", "string"), _leaf("value", "string")),
+    _keyless("chorus.conflicts", -1, ("readonly", "loading", "stale"), "chorus",
+             "Multi-leader mode: lists the conflicts this node resolved most recently, newest "
+             "first, each as [key, policy, the concurrent versions' dots, the winner's dot, "
+             "when (ms)].", "0.1.0", "server", _CONNECTION_SLOW,
+             _leaf("count", "integer", optional=True)),
     _keyless("chorus.switchover", -2, ("admin", "noscript", "stale"), "chorus",
              "Hands leadership to the member node: the leader lets node catch up with its log "
              "and tells it to run for election at once. Answers once node leads, or an error "
@@ -600,6 +615,15 @@ _SPECS: tuple[CommandSpec, ...] = (
 
 COMMANDS: dict[bytes, CommandSpec] = {spec.name.upper().encode(): spec for spec in _SPECS}
 """Every top-level command, keyed by its upper-case name (the form ``ClientCommand`` carries)."""
+
+
+MULTI_LEADER_COMMANDS = frozenset({b"CHORUS.SIBLINGS", b"CHORUS.SETCTX", b"CHORUS.CONFLICTS"})
+
+
+def multi_leader_only(name: bytes) -> Error:
+    """The reply of a mode without multi-leader versions to one of ``MULTI_LEADER_COMMANDS``."""
+    return Error(f"ERR {name.decode()} needs cluster.mode = \"multi-leader\": in this mode a "
+                 f"key has one value and no concurrent versions")
 
 
 def _check_table() -> None:

@@ -88,7 +88,7 @@ import heapq
 import itertools
 import re
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
@@ -268,6 +268,21 @@ def parse_int64(text: bytes) -> int | None:
         return None
     value = int(text)
     return value if INT64_MIN <= value <= INT64_MAX else None
+
+
+def list_range(items: Sequence[bytes], start: int, stop: int) -> list[bytes]:
+    """LRANGE's items from ``start`` to ``stop`` inclusive, negative indexes counting from the
+    end, out-of-range indexes clamped as Redis clamps them."""
+    length = len(items)
+    if start < 0:
+        start = max(0, length + start)
+    if stop < 0:
+        stop += length
+    if start > stop or start >= length:
+        return []
+    selected = list(items[start:stop + 1])
+    assert len(selected) <= limits.list_range_items_max
+    return selected
 
 
 def parse_scan_cursor(text: bytes) -> int | None:
@@ -1019,17 +1034,7 @@ class Keyspace:
             return [], _NO_EFFECTS
         if record.kind is not _LIST:
             return WRONGTYPE, _NO_EFFECTS
-        items = record.value
-        length = len(items)
-        if start < 0:
-            start = max(0, length + start)
-        if stop < 0:
-            stop += length
-        if start > stop or start >= length:
-            return [], _NO_EFFECTS
-        selected = list(items[start:stop + 1])
-        assert len(selected) <= limits.list_range_items_max
-        return selected, _NO_EFFECTS
+        return list_range(record.value, start, stop), _NO_EFFECTS
 
     def _llen(self, args: tuple[bytes, ...], now_ms: int) -> tuple[object, tuple[Effect, ...]]:
         record = self._live(args[0], now_ms)

@@ -137,7 +137,12 @@ from chorusdb.core.api import (
     Ready,
     WriteAcknowledged,
 )
-from chorusdb.core.commands import DATA_CATEGORIES, resolve
+from chorusdb.core.commands import (
+    DATA_CATEGORIES,
+    MULTI_LEADER_COMMANDS,
+    multi_leader_only,
+    resolve,
+)
 from chorusdb.core.divergent import carries_a_write, entry_command, item_reply
 from chorusdb.core.keyspace import Keyspace
 from chorusdb.core.leader_messages import (
@@ -1875,6 +1880,8 @@ class LeaderCore:
             return str(self.applied).encode()
         if name == b"CHORUS.DIGEST":
             return self.keyspace.digest(self._now_ms).encode()
+        if name in MULTI_LEADER_COMMANDS:
+            return multi_leader_only(name)
         raise AssertionError(f"{name!r} is handled by the server, not the core")
 
     def _wait_position(self, request_id: int, args: tuple[bytes, ...], counting: bool) -> None:

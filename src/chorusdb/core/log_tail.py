@@ -24,9 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chorusdb.core.model import (
+    CounterChanged,
     DeleteKeys,
     Effect,
     EpochStart,
+    EventsAppended,
     FlushAll,
     LogEntry,
     PopItems,
@@ -35,6 +37,7 @@ from chorusdb.core.model import (
     Request,
     SetExpiry,
     SetValue,
+    VersionWritten,
 )
 
 effect_overhead_bytes = 32        # the fixed part of an effect's size estimate
@@ -56,6 +59,14 @@ def effect_bytes(effect: Effect) -> int:
     if kind is Request:
         return (effect_overhead_bytes + len(effect.request_id) + len(effect.reply)
                 + sum(effect_bytes(inner) for inner in effect.effects))
+    if kind is VersionWritten:
+        value = effect.version.value
+        return (effect_overhead_bytes + len(effect.key) + (0 if value is None else len(value))
+                + effect_overhead_bytes * len(effect.context.entries))
+    if kind is EventsAppended:
+        return effect_overhead_bytes + len(effect.key) + sum(len(item) for item in effect.items)
+    if kind is CounterChanged:
+        return effect_overhead_bytes + len(effect.key)
     assert kind is FlushAll, effect
     return effect_overhead_bytes
 

@@ -15,12 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from chorusdb.core.causal import Hlc, Version, VersionVector
+
 
 class Kind(IntEnum):
-    """The type of a stored value (Redis's TYPE)."""
+    """The type of a stored value (Redis's TYPE). ``REPLICATED`` is a multi-leader key: its
+    value is a ``multileader_keyspace.ReplicatedValue`` (versions, counter totals, events)."""
 
     STRING = 0
     LIST = 1
+    REPLICATED = 2
 
 
 NO_EXPIRY = 0
@@ -134,8 +138,56 @@ class Request:
     effects: tuple[Effect, ...]
 
 
+# --- multi-leader effects: each is one write, named by its dot (origin, seq) -------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VersionWritten:
+    """A register write in multi-leader mode: ``version`` (its dot, stamp and value; ``None``
+    for a DEL) written by a node that had seen ``context`` (the versions it supersedes)."""
+
+    key: bytes
+    version: Version
+    context: VersionVector
+
+    @property
+    def origin(self) -> str:
+        return self.version.origin
+
+    @property
+    def seq(self) -> int:
+        return self.version.seq
+
+
+@dataclass(frozen=True, slots=True)
+class CounterChanged:
+    """An INCRBY/DECRBY in multi-leader mode: ``origin``'s running totals of what it added and
+    subtracted on the key (a PN-counter's state for one origin: merged by maximum)."""
+
+    key: bytes
+    origin: str
+    seq: int
+    hlc: Hlc
+    added: int
+    subtracted: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventsAppended:
+    """An RPUSH in multi-leader mode: ``items`` appended as events of one dot; a key's events
+    are ordered by (stamp, origin, seq, position), so every node lists them the same way."""
+
+    key: bytes
+    origin: str
+    seq: int
+    hlc: Hlc
+    items: tuple[bytes, ...]
+
+
+ReplicatedEffect = VersionWritten | CounterChanged | EventsAppended
+
 Effect = (SetValue | PushItems | PopItems | DeleteKeys | SetExpiry | FlushAll | EpochStart
-          | Request)
+          | Request | VersionWritten | CounterChanged | EventsAppended)
 
 
 @dataclass(frozen=True, slots=True)

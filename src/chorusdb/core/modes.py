@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from chorusdb.core.api import Core
 from chorusdb.core.leader import LeaderCore
+from chorusdb.core.multileader import MultiLeaderCore
 from chorusdb.core.standalone import StandaloneCore
 
 CORES: dict[str, type[Core]] = {
     StandaloneCore.mode: StandaloneCore,
     LeaderCore.mode: LeaderCore,
+    MultiLeaderCore.mode: MultiLeaderCore,
 }
 
 

@@ -32,7 +32,12 @@ from chorusdb.core.api import (
     Ready,
     WriteAcknowledged,
 )
-from chorusdb.core.commands import DATA_CATEGORIES, resolve
+from chorusdb.core.commands import (
+    DATA_CATEGORIES,
+    MULTI_LEADER_COMMANDS,
+    multi_leader_only,
+    resolve,
+)
 from chorusdb.core.keyspace import Keyspace
 from chorusdb.core.model import (
     AppendEntry,
@@ -164,6 +169,8 @@ class StandaloneCore:
             # A lone node never follows another log, so nothing ever diverges.
             return [] if command.args[0].upper() == b"LIST" else Error(
                 "ERR a standalone node has no divergent entries (CHORUS.DIVERGENT LIST is empty)")
+        if command.name in MULTI_LEADER_COMMANDS:
+            return multi_leader_only(command.name)
         if command.name == b"CHORUS.SWITCHOVER":
             return Error("ERR a standalone node has no other member to hand leadership to; "
                          "switchover needs cluster.mode = \"leader\"")

@@ -121,6 +121,8 @@ class Nemesis:
         # Drawn only in clusters, so single-node seeds keep their draws.
         lose_disk = (not power_loss and len(self.nodes) > 1
                      and node.role() not in node.core_class.DATA_LOSS_EXEMPT_ROLES
+                     and node.role() not in getattr(node.core_class, "DISK_LOSS_EXEMPT_ROLES",
+                                                    frozenset())
                      and self.rng.random() < disk_loss_probability
                      and self._others_hold_everything(node))
         if self.rng.random() < mid_persist_crash_probability:

@@ -12,7 +12,8 @@
 3. *Liveness* (bounded by ``SeedParams.liveness_us``): every client worker must complete
    ``liveness_ok_operations`` successful operations, every node must go idle and, in a mode
    that claims convergence, every node must report the same log, commit and applied positions
-   (``QUIESCED_FIELDS``: followers caught up); a worker that
+   (``QUIESCED_FIELDS``: followers caught up; in multi-leader mode, whose nodes log the same
+   writes in different orders, the version vectors too); a worker that
    cannot is a liveness failure (and the seed stops there: without a quiesced cluster there is
    no final state to judge).
 4. *Final reads*: every key ever used is read on every node with a local read (proposed
@@ -70,7 +71,10 @@ from chorusdb.core.api import (
     Ready,
     WriteAcknowledged,
 )
+from chorusdb.core.causal import LWW
 from chorusdb.core.leader import LeaderSettings
+from chorusdb.core.multileader import MultiLeaderCore, MultiLeaderSettings
+from chorusdb.core.multileader_keyspace import KeyPolicy
 from chorusdb.core.model import Position, RecoveredState
 from chorusdb.core.modes import core_class
 from chorusdb.replies import DEFINITE_ERROR_CLASSES, Error
@@ -92,7 +96,8 @@ from chorusdb.verify.result import CheckResult
 DIGEST_COMMAND = ClientCommand(b"CHORUS.DIGEST", ())
 # Quiesced, in a mode that claims convergence: every node's status agrees on these (a replica
 # has caught up with its leader).
-QUIESCED_FIELDS = ("position", "commit_position", "applied_position")
+QUIESCED_FIELDS = ("position", "commit_position", "applied_position", "vector")
+SIM_LWW_PREFIXES = (b"reg-1", b"reg-3", b"reg-5", b"reg-7", b"reg-9")   # multi-leader: lww
 events_per_seed_max = 1_000_000     # a seed runs ~20-40 k; more means something spins
 traceback_frames_max = 12            # innermost frames shown when a run raises
 final_reads_us_max = 5_000_000       # local reads must all be answered within this
@@ -111,6 +116,11 @@ def core_settings(config: SimConfig, params: SeedParams) -> object:
                               log_retention_entries=params.log_retention_entries,
                               log_hold_entries_max=params.log_retention_entries)
     assert not config.write_quorum, "--write-quorum is a leader-mode setting"
+    if config.mode == MultiLeaderCore.mode:
+        # About half of the registers resolve by timestamp and the others keep siblings, so
+        # every seed exercises both policies.
+        return MultiLeaderSettings(policies=tuple(KeyPolicy(prefix, LWW)
+                                                  for prefix in SIM_LWW_PREFIXES))
     return None
 
 
@@ -410,7 +420,7 @@ def run_seed(config: SimConfig, seed: int) -> SeedReport:
 
 
 def _show_position(position: object) -> str:
-    if isinstance(position, dict):
+    if isinstance(position, dict) and position.keys() == {"epoch", "index"}:
         return f"{position['epoch']}:{position['index']}"
     return repr(position)
 

@@ -79,10 +79,12 @@ from typing import Literal, Protocol
 from chorusdb.core.model import (
     AppendEntry,
     ClearRecords,
+    CounterChanged,
     DeleteKeys,
     DeleteRecord,
     DivergentEntry,
     EpochStart,
+    EventsAppended,
     FlushAll,
     Kind,
     LogEntry,
@@ -100,14 +102,16 @@ from chorusdb.core.model import (
     SetValue,
     TrimLogBefore,
     TruncateLogAfter,
+    VersionWritten,
     Write,
 )
+from chorusdb.core.multileader_keyspace import ReplicatedValue
 
 Durability = Literal["fsync", "os"]
 DURABILITIES: tuple[Durability, ...] = ("fsync", "os")
 
 EFFECT_TYPES = frozenset({SetValue, PushItems, PopItems, DeleteKeys, SetExpiry, FlushAll,
-                          EpochStart, Request})
+                          EpochStart, Request, VersionWritten, CounterChanged, EventsAppended})
 int64_min = -(2**63)
 int64_max = 2**63 - 1
 
@@ -201,6 +205,8 @@ def _is_record(record: object) -> bool:
         return False
     if record.kind is Kind.STRING:
         return type(record.value) is bytes
+    if record.kind is Kind.REPLICATED:
+        return type(record.value) is ReplicatedValue
     return record.kind is Kind.LIST and type(record.value) is tuple
 
 

@@ -32,12 +32,23 @@ tag  type                 where it is stored
 40   (retired)            was ``TrimLog``, storage's own trim before ``TrimLogBefore``; never
                           reuse it (no in-memory record outlives its process, so none is left)
 41   ``ResetStore``       storage's own operation: a snapshot replaced everything
+80   ``VersionWritten``   effect of a log entry (multi-leader: a register write or delete)
+81   ``CounterChanged``   effect of a log entry (multi-leader: an origin's counter totals)
+82   ``EventsAppended``   effect of a log entry (multi-leader: an RPUSH)
+83   ``Version``          inside ``VersionWritten`` and ``VersionedValue``
+84   ``VersionVector``    inside ``VersionWritten`` and ``VersionedValue``
+85   ``Hlc``              inside the multi-leader effects and values
+86   ``VersionedValue``   inside ``ReplicatedValue`` (a register's versions)
+87   ``CounterValue``     inside ``ReplicatedValue`` (a PN-counter)
+88   ``ReplicatedValue``  the value of a ``Kind.REPLICATED`` record
+89   ``Event``            inside ``ReplicatedValue`` (one item of an event list)
 ==== ==================== ===================================================================
 
 Three formats are built from these:
 
 - **Record values** (the SQLite ``data.value`` column): a string is its bytes as they are; a list
-  is the msgpack array of its items. The kind is a column of its own, so the value needs no tag.
+  is the msgpack array of its items; a multi-leader key is its encoded ``ReplicatedValue``. The
+  kind is a column of its own, so a string or a list needs no tag.
 - **Log entries** (the SQLite ``log`` table, and the entries of its ``divergent`` table): the
   encoded effect in the ``entry`` column (the position is the row's own ``(epoch, idx)``) and,
   in the ``crc`` column, a CRC32C over the position (two big-endian u64) followed by those
@@ -59,13 +70,16 @@ from types import MappingProxyType
 import crc32c
 import struct
 
+from chorusdb.core.causal import CounterValue, Hlc, Version, VersionedValue, VersionVector
 from chorusdb.core.model import (
     AppendEntry,
     ClearRecords,
+    CounterChanged,
     DeleteKeys,
     DeleteRecord,
     DivergentEntry,
     EpochStart,
+    EventsAppended,
     FlushAll,
     Kind,
     LogEntry,
@@ -82,7 +96,9 @@ from chorusdb.core.model import (
     SetValue,
     TrimLogBefore,
     TruncateLogAfter,
+    VersionWritten,
 )
+from chorusdb.core.multileader_keyspace import Event, ReplicatedValue
 from chorusdb.storage.base import EFFECT_TYPES
 from chorusdb.wire.codec import CodecError, DataclassCodec
 
@@ -126,6 +142,16 @@ STORAGE_TYPE_TAGS = MappingProxyType({
     37: TruncateLogAfter,
     38: PutDivergent,
     41: ResetStore,
+    80: VersionWritten,
+    81: CounterChanged,
+    82: EventsAppended,
+    83: Version,
+    84: VersionVector,
+    85: Hlc,
+    86: VersionedValue,
+    87: CounterValue,
+    88: ReplicatedValue,
+    89: Event,
 })
 """Tag -> type of every value storage encodes; see the table in the module docstring."""
 
@@ -141,11 +167,13 @@ def checksum(data: bytes) -> int:
 
 
 def encode_value(record: Record) -> bytes:
-    """The ``data.value`` column of ``record``: a string's bytes, or a list's msgpack array."""
+    """The ``data.value`` column of ``record``: a string's bytes, or the encoded list or
+    multi-leader value."""
     if record.kind is Kind.STRING:
         assert type(record.value) is bytes, record
         return record.value
-    assert record.kind is Kind.LIST and type(record.value) is tuple, record
+    assert (record.kind is Kind.LIST and type(record.value) is tuple) or (
+        record.kind is Kind.REPLICATED and type(record.value) is ReplicatedValue), record
     return _codec.encode(record.value)
 
 
@@ -160,6 +188,13 @@ def decode_record(kind: int, value: bytes, expire_at_ms: int, version: int) -> R
             raise CorruptRecord(f"list value does not decode: {error}") from error
         if type(items) is tuple and all(type(item) is bytes for item in items):
             return Record(Kind.LIST, items, expire_at_ms, version)
+    if kind == Kind.REPLICATED and type(value) is bytes:
+        try:
+            replicated = _codec.decode(value)
+        except CodecError as error:
+            raise CorruptRecord(f"multi-leader value does not decode: {error}") from error
+        if type(replicated) is ReplicatedValue:
+            return Record(Kind.REPLICATED, replicated, expire_at_ms, version)
     raise CorruptRecord(f"data row of kind {kind!r} holds {type(value).__name__} {value!r:.40}")
 
 

@@ -9,6 +9,8 @@ claim                  checkers
 ``linearizable``       ``linearizability`` on every key, and ``list_append`` with all rules
 ``consistent_prefix``  ``list_append`` with the convergent rules (prefix, duplicates, future)
 ``no_lost_writes``     ``lost_writes`` against ``final_state.values``, with loss windows
+``no_lost_merged_``    the same, where writes merge (multi-leader): a register may end
+``writes``             missing where a delete may have been concurrent with its last set
 ``convergence``        ``convergence`` of ``final_state.digests`` / ``final_state.dumps``
 ``session``            ``session`` on list keys, ordered by ``final_state.values``
 =====================  ==================================================================
@@ -47,7 +49,12 @@ CONSISTENT_PREFIX: Final = "consistent_prefix"
 NO_LOST_WRITES: Final = "no_lost_writes"
 CONVERGENCE: Final = "convergence"
 SESSION: Final = "session"
-CLAIMS: Final = frozenset({LINEARIZABLE, CONSISTENT_PREFIX, NO_LOST_WRITES, CONVERGENCE, SESSION})
+NO_LOST_MERGED_WRITES: Final = "no_lost_merged_writes"
+"""``no_lost_writes`` where writes merge instead of following one order (multi-leader): every
+acknowledged append and increment survives, every final value was written by someone, and a
+register is missing only where a delete may have been concurrent with its last set."""
+CLAIMS: Final = frozenset({LINEARIZABLE, CONSISTENT_PREFIX, NO_LOST_WRITES, CONVERGENCE, SESSION,
+                           NO_LOST_MERGED_WRITES})
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +93,9 @@ def check_all(
         results.append(check_list_append(history, rules=CONVERGENT_RULES))
     if NO_LOST_WRITES in claimed:
         results.append(check_lost_writes(history, final_state.values, loss_windows))
+    elif NO_LOST_MERGED_WRITES in claimed:
+        results.append(check_lost_writes(history, final_state.values, loss_windows,
+                                         deletes_merge=True))
     if CONVERGENCE in claimed:
         results.append(check_convergence(final_state.digests, final_state.dumps))
     if SESSION in claimed:

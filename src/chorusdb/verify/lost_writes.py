@@ -92,8 +92,17 @@ def check_lost_writes(
     history: History,
     final_values: Mapping[bytes, Value],
     loss_windows: Iterable[LossWindow] = (),
+    *,
+    deletes_merge: bool = False,
 ) -> CheckResult:
-    """Compare the acknowledged writes of ``history`` with ``final_values`` (see module doc)."""
+    """Compare the acknowledged writes of ``history`` with ``final_values`` (see module doc).
+
+    ``deletes_merge``: writes merge rather than follow one order (multi-leader mode), so a
+    ``del`` that completed before a ``set`` began may still be concurrent with it on the nodes
+    and win; a register that ends up missing is then a loss only if no ``del`` of it could
+    have applied. Lists and counters are judged as always: appends and increments merge
+    without loss.
+    """
     windows = tuple(loss_windows)
     anomalies: list[Anomaly] = []
     stats: Counter[str] = Counter()
@@ -109,7 +118,7 @@ def check_lost_writes(
         elif model is COUNTER:
             anomalies += _check_counter(key, operations, final, windows, stats)
         elif model is REGISTER:
-            anomalies += _check_register(key, operations, final, windows, stats)
+            anomalies += _check_register(key, operations, final, windows, stats, deletes_merge)
     for key, final in sorted(final_values.items()):
         if key not in by_key and final not in (None, (), b""):
             anomalies.append(
@@ -249,6 +258,7 @@ def _check_register(
     final: Value,
     windows: Sequence[LossWindow],
     stats: Counter[str],
+    deletes_merge: bool,
 ) -> list[Anomaly]:
     horizon = _deletion_horizon(operations)
     sets = [o for o in operations if o.f == "set"]
@@ -256,6 +266,9 @@ def _check_register(
     stats["acknowledged"] += len(required)
     if final is None:
         if not required:
+            return []
+        if deletes_merge and any(o.f == "del" and o.status != FAIL for o in operations):
+            stats["deleted_concurrently"] += 1
             return []
         stats["lost"] += 1
         anomaly = Anomaly(
