@@ -211,15 +211,6 @@ def test_leader_settings_need_leader_mode():
     assert error_for(leader_doc(leader=[1])).field == "leader"     # not a table
 
 
-def test_a_server_refuses_the_modes_that_run_only_in_the_simulator():
-    doc = leader_doc()
-    doc["cluster"]["mode"] = "multi-leader"
-    error = error_for(doc)
-    assert error.field == "cluster.mode" and "simulator only" in str(error)
-    doc["cluster"]["mode"] = "leaderfull"
-    assert "simulator" not in str(error_for(doc))
-
-
 def test_the_peer_listener_defaults_to_this_members_peer_address():
     assert str(parse_config(leader_doc(), Path(".")).peer) == "127.0.0.1:7101"
     doc = leader_doc()

@@ -366,6 +366,10 @@ class ChaosCluster:
     def client_address(self, node_id: str) -> tuple[str, int]:
         return self._clients[node_id]
 
+    def admin_address(self, node_id: str) -> str | None:
+        """``host:port`` of the node's admin HTTP API, once it has started."""
+        return self._admin.get(node_id)
+
     def is_running(self, node_id: str) -> bool:
         """Its process exists (a paused one included)."""
         process = self._processes.get(node_id)

@@ -146,6 +146,17 @@ def node_table(status: dict) -> Table:
     ]
     if "applied_position" in status:
         rows.append(("applied", _position(status["applied_position"])))
+    if "vector" in status:
+        counters = status["counters"]
+        rows += [
+            ("holds writes", ", ".join(f"{o}:{s}" for o, s in status["vector"].items()) or "none"),
+            ("topology", f"{status['topology']}, pulls from {', '.join(status['pulls_from'])}"),
+            ("taking writes", "yes" if status["taking_writes"] else
+             "no: learning its own last write after a restart"),
+            ("conflicts", f"{counters['conflicts']} applied, {counters['siblings_dropped']} "
+                          f"siblings dropped"),
+            ("tombstones pending", status["tombstones_pending"]),
+        ]
     if "log" in status:
         log = status["log"]
         rows.append(("log", f"{log['entries']} entries from index {log['first_index']}, "
@@ -196,9 +207,12 @@ def failover_rows(status: dict) -> list[tuple[str, object]]:
 
 
 def members_table(status: dict) -> Table | None:
-    """The followers a leader streams to, or None when the node reports none."""
+    """The followers a leader streams to, or a multi-leader node's peers; None when the node
+    reports none."""
     if not status["members"]:
         return None
+    if "vector" in status:
+        return peers_table(status)
     table = Table(title="followers of " + status["node_id"], box=box.SIMPLE_HEAD,
                   padding=(0, 1, 0, 0))
     for column in ("member", "state", "durable", "lag entries", "lag ms",
@@ -217,6 +231,25 @@ def members_table(status: dict) -> Table | None:
         table.add_row(m["id"], state, _position(m.get("durable_position")),
                       str(m.get("lag_entries", "-")), str(m.get("lag_ms", "-")),
                       "never" if answered is None else f"{answered} ms ago", reseeds)
+    return table
+
+
+def peers_table(status: dict) -> Table:
+    """A multi-leader node's view of each peer: how far it pulled their log and they pulled
+    ours, when it last heard from them, and how far their clock seems to be from ours."""
+    table = Table(title="peers of " + status["node_id"], box=box.SIMPLE_HEAD,
+                  padding=(0, 1, 0, 0))
+    for column in ("member", "pulled from it", "entries behind", "last contact",
+                   "pulled from us", "clock offset ms"):
+        table.add_column(column, overflow="fold")
+    for m in status["members"]:
+        contact = m["last_contact_ms"]
+        behind = str(m["entries_behind"]) + (" (compacted: needs a copy)" if m["compacted"]
+                                             else "")
+        table.add_row(m["id"], str(m["checkpoint"]), behind,
+                      "never" if contact is None else f"{contact} ms ago",
+                      str(m["pulled_from_us"]),
+                      "-" if m["clock_offset_ms"] is None else str(m["clock_offset_ms"]))
     return table
 
 

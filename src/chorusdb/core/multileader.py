@@ -395,7 +395,7 @@ class MultiLeaderCore:
             "keys": len(self.keyspace),
             "tombstones_pending": len(self.keyspace.tombstoned),
             "taking_writes": not self._learning_own_writes,
-            "conflicts": dict(self.counters),
+            "counters": dict(self.counters),
         }
 
     # --- client commands ------------------------------------------------------------------------
@@ -404,8 +404,9 @@ class MultiLeaderCore:
         handler = _HANDLERS.get(command.name)
         if handler is None:
             return Error(f"ERR {command.name.decode(errors='replace')} is not supported in "
-                         f"multi-leader mode (strings, counters, RPUSH/LRANGE event lists and "
-                         f"the CHORUS.* commands are)")
+                         f"multi-leader mode (GET, SET, MGET, MSET, DEL, EXISTS, INCR, INCRBY, "
+                         f"DECR, DECRBY, RPUSH, LRANGE, LLEN, DBSIZE and CHORUS.SIBLINGS, "
+                         f"SETCTX, CONFLICTS are)")
         return handler(self, command.args)
 
     def _get(self, args: tuple[bytes, ...]) -> object:
@@ -553,6 +554,13 @@ class MultiLeaderCore:
 
     def _position(self, args: tuple[bytes, ...]) -> object:
         return str(self.log.last).encode()
+
+    def _divergent(self, args: tuple[bytes, ...]) -> object:
+        """Nothing diverges here: no node's writes are ever removed from its log."""
+        if args[0].upper() == b"LIST":
+            return []
+        return Error("ERR a multi-leader node has no divergent entries: every node keeps every "
+                     "write it took (CHORUS.DIVERGENT LIST is empty)")
 
     def _wait(self, args: tuple[bytes, ...]) -> object:
         return 0            # no member acknowledges another's writes in this mode
@@ -820,6 +828,7 @@ _HANDLERS = {
     b"LRANGE": MultiLeaderCore._lrange,
     b"LLEN": MultiLeaderCore._llen,
     b"WAIT": MultiLeaderCore._wait,
+    b"CHORUS.DIVERGENT": MultiLeaderCore._divergent,
     b"CHORUS.SIBLINGS": MultiLeaderCore._siblings,
     b"CHORUS.SETCTX": MultiLeaderCore._setctx,
     b"CHORUS.CONFLICTS": MultiLeaderCore._conflicts,

@@ -38,6 +38,14 @@ tag  type                  where it travels
 66   ``VoteRequest``
 67   ``VoteReply``
 68   ``TimeoutNow``
+70   ``PullRequest``       multi-leader messages (``core.multileader_messages``)
+71   ``PullReply``
+80   ``VersionWritten``    effect of a multi-leader log entry inside ``PullReply`` (storage's tag)
+81   ``CounterChanged``    effect of a multi-leader log entry (storage's tag)
+82   ``EventsAppended``    effect of a multi-leader log entry (storage's tag)
+83   ``Version``           inside ``VersionWritten`` (storage's tag)
+84   ``VersionVector``     inside ``VersionWritten`` and the pull messages (storage's tag)
+85   ``Hlc``               inside the multi-leader effects (storage's tag)
 ==== ===================== ==================================================================
 
 The handshake (mutual challenge-response with the cluster secret)::
@@ -85,9 +93,12 @@ from chorusdb.core.leader_messages import (
     VoteReply,
     VoteRequest,
 )
+from chorusdb.core.causal import Hlc, Version, VersionVector
 from chorusdb.core.model import (
+    CounterChanged,
     DeleteKeys,
     EpochStart,
+    EventsAppended,
     FlushAll,
     LogEntry,
     PopItems,
@@ -97,7 +108,9 @@ from chorusdb.core.model import (
     Request,
     SetExpiry,
     SetValue,
+    VersionWritten,
 )
+from chorusdb.core.multileader_messages import PullReply, PullRequest
 from chorusdb.replies import Error, Simple
 from chorusdb.wire.codec import DataclassCodec
 
@@ -172,6 +185,14 @@ PEER_TYPE_TAGS = MappingProxyType({
     66: VoteRequest,
     67: VoteReply,
     68: TimeoutNow,
+    70: PullRequest,
+    71: PullReply,
+    80: VersionWritten,
+    81: CounterChanged,
+    82: EventsAppended,
+    83: Version,
+    84: VersionVector,
+    85: Hlc,
 })
 """Tag -> type of everything that travels between peers; see the table in the module docstring."""
 

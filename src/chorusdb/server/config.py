@@ -42,6 +42,17 @@ initial_leader = "n1"       # runs the first election at once (default: the firs
 election_timeout_min_ms = 500   # a follower that hears no leader for a random time in
 election_timeout_max_ms = 1000  # [min, max) runs for election
 switchover_timeout_ms = 5000    # CHORUS.SWITCHOVER gives up after this long
+
+[multi_leader]              # only with mode = "multi-leader"; every key optional
+policy = "siblings"         # siblings | lww | resolver: concurrent writes of a key
+resolver = "mypkg.merge:pick"   # with policy = "resolver": module:function
+topology = "all"            # all | star | ring: whom each node pulls from
+siblings_max = 16           # concurrent versions kept per key
+clock_offset_ms_max = 500   # lww writes refused while this node's clock is further ahead
+
+[[multi_leader.policies]]   # per key prefix, longest prefix first; same keys as above
+prefix = "cart:"
+policy = "lww"
 ```
 
 **Leader mode.** ``[leader]`` becomes ``NodeConfig.leader``, the core's own ``LeaderSettings``
@@ -62,6 +73,13 @@ followers from splitting the vote forever). Unknown keys — in ``[leader]`` and
 table — are errors, because a misspelt quorum or ``candidate`` silently taking its default is
 the kind of mistake that loses writes.
 
+**Multi-leader mode.** ``[multi_leader]`` becomes ``NodeConfig.multi_leader``, the core's
+``MultiLeaderSettings`` (``core.multileader``): the default policy, per-prefix policies, the
+topology and the bounds. A resolver is named ``module:function`` and imported here, at load
+time, so a misspelt one stops the node with exit code 2; it is called with the siblings of a
+key (``causal.Version`` tuples, sorted by dot) and must return the value to show (bytes, or
+``None`` for absent), the same on every node.
+
 **The cluster secret.** Peers prove knowledge of a shared secret in their handshake
 (``net.protocol``). In every mode but standalone ``cluster.secret_file`` is read here, at load
 time (so a missing file stops the node before it starts, exit code 2, with the command that
@@ -72,20 +90,22 @@ secret, and the node logs a warning at start. Standalone mode never reads the fi
 
 from __future__ import annotations
 
+import importlib
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from chorusdb import limits
+from chorusdb.core.causal import POLICIES, RESOLVER
 from chorusdb.core.leader import FOLLOWER_WRITES, LeaderSettings
+from chorusdb.core.multileader import TOPOLOGIES, MultiLeaderCore, MultiLeaderSettings
+from chorusdb.core.multileader_keyspace import KeyPolicy, Resolver
 from chorusdb.core.modes import CORES
 
 DURABILITIES = ("fsync", "os")
 STANDALONE = "standalone"
 LEADER = LeaderSettings.mode
-SERVED_MODES = (STANDALONE, LEADER)
-"""The modes a server runs: the peer protocol and the config of multi-leader mode are not
-wired to the server yet, though its core runs in the simulator."""
+MULTI_LEADER = MultiLeaderCore.mode
 MAJORITY = "majority"
 
 LEADER_TIMER_KEYS = ("write_timeout_ms", "heartbeat_interval_ms", "election_timeout_min_ms",
@@ -167,7 +187,13 @@ class NodeConfig:
     client_idle_timeout_s: float = limits.client_idle_timeout_s_default
     debug_commands: bool = False
     leader: LeaderSettings = LeaderSettings()
+    multi_leader: MultiLeaderSettings = MultiLeaderSettings()
     cluster_secret: bytes = field(default=b"", repr=False)
+
+    @property
+    def core_settings(self) -> object:
+        """The mode's own settings, ``CoreConfig.settings`` (``None`` for standalone)."""
+        return {LEADER: self.leader, MULTI_LEADER: self.multi_leader}.get(self.mode)
 
     @property
     def member_ids(self) -> tuple[str, ...]:
@@ -225,7 +251,10 @@ def _number(table: dict, section: str, key: str, default: float, minimum: float,
     return value
 
 
-KNOWN_SECTIONS = ("node", "listen", "cluster", "storage", "clients", "leader")
+KNOWN_SECTIONS = ("node", "listen", "cluster", "storage", "clients", "leader", "multi_leader")
+MULTI_LEADER_KEYS = ("policy", "resolver", "topology", "siblings_max", "clock_offset_ms_max",
+                     "policies")
+MULTI_LEADER_POLICY_KEYS = ("prefix", "policy", "resolver")
 
 
 def parse_config(doc: dict, base_dir: Path) -> NodeConfig:
@@ -246,10 +275,8 @@ def parse_config(doc: dict, base_dir: Path) -> NodeConfig:
 
     cluster_id = _string(cluster, "cluster", "id", "chorus")
     mode = cluster.get("mode", STANDALONE)
-    if mode not in SERVED_MODES:
-        raise ConfigError("cluster.mode", f"one of {', '.join(SERVED_MODES)} (multi-leader "
-                          f"runs in the simulator only so far)" if mode in CORES
-                          else f"one of {', '.join(SERVED_MODES)}", mode)
+    if mode not in CORES:
+        raise ConfigError("cluster.mode", f"one of {', '.join(sorted(CORES))}", mode)
     secret = cluster.get("secret_file")
     if secret is not None and (not isinstance(secret, str) or not secret):
         raise ConfigError("cluster.secret_file", "a file path", secret)
@@ -268,6 +295,11 @@ def parse_config(doc: dict, base_dir: Path) -> NodeConfig:
         raise ConfigError("leader", problem=f'leader settings need cluster.mode = "{LEADER}" '
                                             f'(it is {mode!r})')
     leader = _parse_leader(_table(doc, "leader"), members) if mode == LEADER else LeaderSettings()
+    if mode != MULTI_LEADER and "multi_leader" in doc:
+        raise ConfigError("multi_leader", problem=f'multi_leader settings need cluster.mode = '
+                                                  f'"{MULTI_LEADER}" (this file says {mode!r})')
+    multi_leader = (_parse_multi_leader(_table(doc, "multi_leader")) if mode == MULTI_LEADER
+                    else MultiLeaderSettings())
 
     durability = storage.get("durability", "fsync")
     if durability not in DURABILITIES:
@@ -292,6 +324,7 @@ def parse_config(doc: dict, base_dir: Path) -> NodeConfig:
         client_idle_timeout_s=_number(clients, "clients", "idle_timeout_s",
                                       limits.client_idle_timeout_s_default, 0, False),
         leader=leader,
+        multi_leader=multi_leader,
         cluster_secret=(b"" if mode == STANDALONE or secret_file is None
                         else read_cluster_secret(secret_file)),
     )
@@ -340,6 +373,71 @@ def _parse_leader(table: dict, members: tuple[Member, ...]) -> LeaderSettings:
         priorities=tuple((m.id, m.priority) for m in members if m.priority),
         **numbers,
     )
+
+
+def _parse_multi_leader(table: dict) -> MultiLeaderSettings:
+    """The ``[multi_leader]`` table as ``MultiLeaderSettings`` (resolvers imported)."""
+    for key in table:
+        if key not in MULTI_LEADER_KEYS:
+            raise ConfigError(f"multi_leader.{key}",
+                              f"one of the keys {', '.join(MULTI_LEADER_KEYS)}", key)
+    defaults = MultiLeaderSettings()
+    default_policy, default_resolver = _policy(table, "multi_leader", defaults.default_policy)
+    topology = table.get("topology", defaults.topology)
+    if topology not in TOPOLOGIES:
+        raise ConfigError("multi_leader.topology", " or ".join(TOPOLOGIES), topology)
+    raw_policies = table.get("policies", [])
+    if not isinstance(raw_policies, list):
+        raise ConfigError("multi_leader.policies", "an array of tables ([[multi_leader.policies]])",
+                          raw_policies)
+    policies = []
+    for index, entry in enumerate(raw_policies):
+        section = f"multi_leader.policies[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(section, "a table with prefix and policy", entry)
+        for key in entry:
+            if key not in MULTI_LEADER_POLICY_KEYS:
+                raise ConfigError(f"{section}.{key}",
+                                  f"one of the keys {', '.join(MULTI_LEADER_POLICY_KEYS)}", key)
+        prefix = _string(entry, section, "prefix")
+        if any(prefix == other.prefix.decode() for other in policies):
+            raise ConfigError(f"{section}.prefix", "a prefix no other policy names", prefix)
+        policy, resolver = _policy(entry, section, None)
+        policies.append(KeyPolicy(prefix.encode(), policy, resolver))
+    return MultiLeaderSettings(
+        default_policy=default_policy, default_resolver=default_resolver,
+        policies=tuple(policies), topology=topology,
+        siblings_max=int(_number(table, "multi_leader", "siblings_max", defaults.siblings_max,
+                                 1, True)),
+        clock_offset_ms_max=int(_number(table, "multi_leader", "clock_offset_ms_max",
+                                        defaults.clock_offset_ms_max, 1, True)))
+
+
+def _policy(table: dict, section: str, default: str | None) -> tuple[str, Resolver | None]:
+    """A table's ``policy`` and, for ``resolver``, the imported ``resolver`` function."""
+    policy = table.get("policy", default)
+    if policy not in POLICIES:
+        raise ConfigError(f"{section}.policy", " or ".join(POLICIES), policy)
+    name = table.get("resolver")
+    if (policy == RESOLVER) != (name is not None):
+        raise ConfigError(f"{section}.resolver", problem=(
+            'policy = "resolver" needs resolver = "module:function"' if name is None
+            else f'a resolver is used only with policy = "resolver" (policy is {policy!r})'))
+    return policy, None if name is None else _import_resolver(f"{section}.resolver", name)
+
+
+def _import_resolver(field_name: str, name: object) -> Resolver:
+    if not isinstance(name, str) or name.count(":") != 1:
+        raise ConfigError(field_name, '"module:function"', name)
+    module_name, function_name = name.split(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ConfigError(field_name, problem=f"cannot import {name}: {error}; check the name "
+                                              f"and that the module is on PYTHONPATH") from None
+    if not callable(function):
+        raise ConfigError(field_name, "a callable", name)
+    return function
 
 
 def _check_election_timeouts(numbers: dict[str, int]) -> None:

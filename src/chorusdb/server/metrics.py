@@ -215,6 +215,8 @@ class StatusCollector:
                               "Entries sent to followers and not yet confirmed",
                               status["inflight_entries"])
         yield from self._followers(status["members"])
+        if "vector" in status:
+            yield from self._multi_leader(status)
         if "replication" in status:
             yield from self._replication(status["replication"])
 
@@ -245,6 +247,33 @@ class StatusCollector:
             yield self._counter("chorus_divergent_entries",
                                 "Divergent entries quarantined on this node, resolved or not",
                                 status["divergent_total"])
+
+    def _multi_leader(self, status: dict):
+        """A multi-leader node's families: its conflicts and merges, and per peer it pulls
+        from, how far behind it is and when it last heard from it."""
+        counters = status["counters"]
+        yield self._counter("chorus_multileader_conflicts",
+                            "Concurrent writes of one key this node applied", counters["conflicts"])
+        yield self._counter("chorus_multileader_siblings_dropped",
+                            "Concurrent versions dropped beyond siblings_max (data lost: raise "
+                            "it or resolve siblings)", counters["siblings_dropped"])
+        yield self._counter("chorus_multileader_writes_refused_clock_ahead",
+                            "lww writes refused because this node's clock ran ahead of its peers",
+                            counters["writes_refused_clock_ahead"])
+        yield self._gauge("chorus_multileader_tombstones_pending",
+                          "Keys holding deletes not yet known to every member",
+                          status["tombstones_pending"])
+        labels = ["node", "peer"]
+        behind = GaugeMetricFamily("chorus_multileader_entries_behind",
+                                   "Entries of the peer's log not yet pulled", labels=labels)
+        contact = GaugeMetricFamily("chorus_multileader_peer_last_contact_seconds",
+                                    "Seconds since the peer last answered or asked",
+                                    labels=labels)
+        for member in status["members"]:
+            behind.add_metric([self.node_id, member["id"]], member["entries_behind"])
+            if member["last_contact_ms"] is not None:
+                contact.add_metric([self.node_id, member["id"]], member["last_contact_ms"] / 1000)
+        yield from (behind, contact)
 
     def _followers(self, members: list[dict]):
         """Per-follower families, on a leader (the members it streams to)."""

@@ -114,7 +114,7 @@ class Node:
                          gc_old_threshold_collections)
         core_config = CoreConfig(node_id=config.node_id, members=config.member_ids,
                                  bugs=self.bugs,
-                                 settings=config.leader if config.mode == "leader" else None)
+                                 settings=config.core_settings)
         for bug in sorted(self.bugs):
             log.warning("node %s: KNOWN BUG switched on: %s (%s)", config.node_id, bug,
                         core_class(config.mode).KNOWN_BUGS[bug])
