@@ -8,6 +8,8 @@ figures in a JSON file, because absolute rates only mean something on the machin
 - ``single``: one node against one redis-server under redis-benchmark (``bench.single``);
 - ``cluster``: a 3-node leader cluster (W = 1, 2; fsync, os) against a Redis primary with two
   replicas (``bench.cluster``);
+- ``multileader``: a 3-node multi-leader cluster with every node writing: throughput per node,
+  replication delay, the conflict rate on hot keys (``bench.multileader``);
 - ``failover``: how long a leader cluster takes to acknowledge writes again after its leader
   is SIGKILLed, over many trials (``bench.failover``; Redis Sentinel's figure is in its docs,
   not measured here).
@@ -18,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from chorusdb.bench import cluster, failover, scale, single
+from chorusdb.bench import cluster, failover, multileader, scale, single
 
 EXIT_USAGE = 2
 BENCHMARKS = {
@@ -26,6 +28,7 @@ BENCHMARKS = {
     "cluster": (cluster, cluster.SUMMARY),
     "failover": (failover, failover.SUMMARY),
     "scale": (scale, scale.SUMMARY),
+    "multileader": (multileader, multileader.SUMMARY),
 }
 
 

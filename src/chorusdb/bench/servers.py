@@ -265,9 +265,10 @@ def start_redis_replicated(directory: Path, redis_server: str,
 
 
 def write_cluster_configs(directory: Path, members: int, write_quorum: int,
-                          durability: str) -> list[Path]:
-    """A leader-mode cluster's configs (``n1/node.toml`` ...) and its secret
-    (``cluster.secret``, owner-only); ``n1`` is the leader."""
+                          durability: str, mode: str = "leader") -> list[Path]:
+    """A cluster's configs (``n1/node.toml`` ...) and its secret (``cluster.secret``,
+    owner-only): in leader mode ``n1`` is the leader; in multi-leader mode (``write_quorum``
+    unused) every member takes writes, with the mode's default settings."""
     directory.mkdir(parents=True, exist_ok=True)
     secret = directory / "cluster.secret"
     fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -288,10 +289,11 @@ def write_cluster_configs(directory: Path, members: int, write_quorum: int,
             f'[node]\nid = "{node_id}"\ndata_dir = "data"\n\n'
             f'[listen]\nclient = "{HOST}:{client}"\npeer = "{HOST}:{peer}"\n'
             f'admin = "{HOST}:{admin}"\n\n'
-            f'[cluster]\nid = "bench"\nmode = "leader"\nsecret_file = "../{secret.name}"\n'
+            f'[cluster]\nid = "bench"\nmode = "{mode}"\nsecret_file = "../{secret.name}"\n'
             f'{member_tables}\n'
-            f'[leader]\nwrite_quorum = {write_quorum}\ninitial_leader = "{node_ids[0]}"\n\n'
-            f'[storage]\ndurability = "{durability}"\n')
+            + (f'[leader]\nwrite_quorum = {write_quorum}\ninitial_leader = "{node_ids[0]}"\n\n'
+               if mode == "leader" else "")
+            + f'[storage]\ndurability = "{durability}"\n')
         paths.append(path)
     return paths
 
