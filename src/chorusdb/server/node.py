@@ -168,14 +168,19 @@ class Node:
         self._stopped.set()
 
     async def stop(self) -> None:
-        """Graceful: stop accepting, finish what was received, close storage."""
+        """Graceful: stop accepting, finish what was received, close storage.
+
+        It drains while a commit is in flight or a client still waits for a reply, not while
+        the core merely has something to do: a replicated core always has (a heartbeat due, an
+        election timer), and a leader whose followers stopped first would otherwise wait out
+        the whole drain timeout."""
         for server in self._servers:
             server.close()
         for client in self.clients:             # what they sent already still completes
             if client.transport is not None and not client.transport.is_closing():
                 client.transport.pause_reading()
         deadline = self.loop.time() + limits.shutdown_drain_timeout_s
-        while (self._persisting or self.core.has_ready()) and self.loop.time() < deadline \
+        while (self._persisting or self._waiting) and self.loop.time() < deadline \
                 and self._fatal is None:
             self._pump()
             await asyncio.sleep(0.005)
