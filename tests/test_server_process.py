@@ -300,11 +300,18 @@ def test_redis_cli_works(node):
     assert cli("DBSIZE") == "3"
 
 
+def restore_ctrl_c() -> None:
+    """In the child: Ctrl-C as a terminal delivers it. A shell that starts the test run as a
+    background job makes every process it starts ignore SIGINT, and Python keeps an ignored
+    SIGINT ignored, so ``up`` would never see the Ctrl-C this test sends it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_up(data_dir, *args: str) -> tuple[subprocess.Popen, dict[str, dict]]:
     """Run ``chorusdb up`` until it has listed its nodes: {node id: {pid, role, port}}."""
     process = subprocess.Popen(
         [sys.executable, "-m", "chorusdb", "up", "--data-dir", str(data_dir), "--base-port", "0",
-         *args], stdout=subprocess.PIPE, text=True)
+         *args], stdout=subprocess.PIPE, text=True, preexec_fn=restore_ctrl_c)
     nodes: dict[str, dict] = {}
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
