@@ -74,7 +74,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,6 +224,17 @@ class Group:
             if process.poll() is not None:
                 raise ServerStartError(f"{' '.join(process.args)} exited with "
                                        f"{process.returncode}; its log:\n{log_tail(log)}")
+
+    def poll_until(self, ready: Callable[[], bool], timeout_s: float) -> bool:
+        """Ask ``ready`` every ``ready_poll_interval_s`` until it says yes (True) or
+        ``timeout_s`` passes (False); ``ServerStartError`` as soon as a server exits."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check_running()
+            if ready():
+                return True
+            time.sleep(ready_poll_interval_s)
+        return False
 
     def stop(self) -> None:
         for process in reversed(self.processes):
@@ -423,18 +434,18 @@ class _Postgres:
         process = self.group.spawn(self.server_tool(POSTGRES_SERVER, "-D", str(data_dir), "-p",
                                                     str(port)),
                                    self.workdir / f"{name}.log")
-        deadline = time.monotonic() + postgres_ready_timeout_s
         probe = [self.tools["psql"], "-X", "-A", "-t", "-h", HOST, "-p", str(port), "-U",
                  POSTGRES_USER, "-d", POSTGRES_USER, "-c", "SELECT 1"]
-        while time.monotonic() < deadline:
-            self.group.check_running()
+
+        def answers() -> bool:
             try:
-                if subprocess.run(probe, capture_output=True, stdin=subprocess.DEVNULL,
-                                  timeout=probe_timeout_s).returncode == 0:
-                    return
+                return subprocess.run(probe, capture_output=True, stdin=subprocess.DEVNULL,
+                                      timeout=probe_timeout_s).returncode == 0
             except subprocess.TimeoutExpired:       # (killed by run) starting slowly: retry
-                pass
-            time.sleep(ready_poll_interval_s)
+                return False
+
+        if self.group.poll_until(answers, postgres_ready_timeout_s):
+            return
         raise ServerStartError(f"postgres {name} (pid {process.pid}) did not answer queries "
                                f"within {postgres_ready_timeout_s:.0f} s; its log:\n"
                                f"{log_tail(self.workdir / f'{name}.log')}")
@@ -461,18 +472,18 @@ class _Postgres:
 
     def await_quorum(self) -> None:
         wanted = {f"{name}|streaming|quorum" for name in STANDBY_NAMES}
-        deadline = time.monotonic() + replication_ready_timeout_s
-        seen = ""
-        while time.monotonic() < deadline:
-            self.group.check_running()
-            seen = self.psql("SELECT application_name, state, sync_state "
-                             "FROM pg_stat_replication")
-            if wanted <= set(seen.split()):
-                return
-            time.sleep(ready_poll_interval_s)
+        seen = [""]
+
+        def in_quorum() -> bool:
+            seen[0] = self.psql("SELECT application_name, state, sync_state "
+                                "FROM pg_stat_replication")
+            return wanted <= set(seen[0].split())
+
+        if self.group.poll_until(in_quorum, replication_ready_timeout_s):
+            return
         raise ServerStartError(f"postgresql: the standbys were not both streaming in the quorum "
                                f"within {replication_ready_timeout_s:.0f} s; "
-                               f"pg_stat_replication: {seen.split()}")
+                               f"pg_stat_replication: {seen[0].split()}")
 
     def fill(self, keyspace: int) -> None:
         self.psql("CREATE TABLE kv (k integer PRIMARY KEY, v text NOT NULL)",

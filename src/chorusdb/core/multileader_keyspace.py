@@ -34,6 +34,7 @@ from chorusdb.core.causal import (
     CounterValue,
     Dot,
     Hlc,
+    Resolver,
     Version,
     VersionedValue,
     apply_version,
@@ -51,8 +52,6 @@ from chorusdb.core.model import (
     VersionWritten,
     Write,
 )
-
-Resolver = Callable[[tuple[Version, ...]], "bytes | None"]
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -96,10 +96,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from chorusdb import limits
-from chorusdb.core.causal import POLICIES, RESOLVER
+from chorusdb.core.causal import POLICIES, RESOLVER, Resolver
 from chorusdb.core.leader import FOLLOWER_WRITES, LeaderSettings
 from chorusdb.core.multileader import TOPOLOGIES, MultiLeaderCore, MultiLeaderSettings
-from chorusdb.core.multileader_keyspace import KeyPolicy, Resolver
+from chorusdb.core.multileader_keyspace import KeyPolicy
 from chorusdb.core.modes import CORES
 
 DURABILITIES = ("fsync", "os")
